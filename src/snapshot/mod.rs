@@ -1,1 +1,252 @@
-//! placeholder, being written
+//! The compiled, immutable view of one config that workers read.
+//!
+//! A [`Snapshot`] is built and validated away from the workers, then swapped whole through
+//! the one [`Store`]. Workers read it through a per-thread cache; every snapshot carries a
+//! generation number so cached decisions (a channel's admission) can be revalidated lazily.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use md5::{Digest, Md5};
+
+use crate::config::{
+    AuthType, ClusterProtocol, ClusterType, Endpoint, ListenerProtocol, StunnerConfig,
+    parse_endpoint,
+};
+
+/// Index of a cluster in [`Snapshot::clusters`].
+pub type ClusterIdx = usize;
+/// Index of a listener in [`Snapshot::listeners`].
+pub type ListenerIdx = usize;
+
+/// Everything hot-reloadable, compiled.
+pub struct Snapshot {
+    pub generation: u64,
+    pub realm: String,
+    pub auth: Auth,
+    /// Maximum allocations per user id; 0 = unlimited.
+    pub user_quota: u32,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+    /// The validated config this was built from (for status, diff and logging).
+    pub config: StunnerConfig,
+}
+
+/// Credentials in the form the auth code needs them.
+pub enum Auth {
+    /// One username, with the long-term key MD5(username:realm:password) precomputed.
+    Static { username: String, key: [u8; 16] },
+    /// TURN REST API shared secret.
+    Ephemeral { secret: Vec<u8> },
+    /// STUN only: TURN requests cannot authenticate.
+    None,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Static { username, .. } => {
+                write!(f, "Static {{ username: {username:?}, key: <SECRET> }}")
+            }
+            Auth::Ephemeral { .. } => write!(f, "Ephemeral {{ secret: <SECRET> }}"),
+            Auth::None => write!(f, "None"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub protocol: ListenerProtocol,
+    /// The IP advertised in XOR-RELAYED-ADDRESS (the listener `address`).
+    pub relay_ip: IpAddr,
+    pub port: u16,
+    /// Routed clusters, in route-name order; dangling routes are dropped.
+    pub routes: Vec<ClusterIdx>,
+    /// Optional relay port range (our extension; upstream v1 ignores it).
+    pub relay_ports: Option<(u16, u16)>,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub protocol: ClusterProtocol,
+    /// STATIC endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// STRICT_DNS names (resolved in the background, not part of admission directly).
+    pub dns_names: Vec<String>,
+    /// Current resolution of `dns_names`.
+    pub dns_ips: Vec<IpAddr>,
+}
+
+impl Snapshot {
+    /// Compile a validated config.
+    pub fn build(config: StunnerConfig, generation: u64) -> Result<Snapshot, String> {
+        let realm = config.auth.realm.clone();
+        let creds = &config.auth.credentials;
+        let auth = match config.auth.auth_type {
+            AuthType::Static => {
+                let username = creds.get("username").cloned().unwrap_or_default();
+                let password = creds
+                    .get("password")
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                let key = long_term_key(&username, &realm, password);
+                Auth::Static { username, key }
+            }
+            AuthType::Ephemeral => Auth::Ephemeral {
+                secret: creds
+                    .get("secret")
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_bytes(),
+            },
+            AuthType::None => Auth::None,
+        };
+        let mut clusters = Vec::with_capacity(config.clusters.len());
+        for (i, c) in config.clusters.iter().enumerate() {
+            let (endpoints, dns_names) = match c.cluster_type {
+                ClusterType::Static => {
+                    let eps = c
+                        .endpoints
+                        .iter()
+                        .map(|e| parse_endpoint(e))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("clusters[{i}].endpoints: {e}"))?;
+                    (eps, Vec::new())
+                }
+                ClusterType::StrictDns => (Vec::new(), c.endpoints.clone()),
+            };
+            clusters.push(Cluster {
+                name: c.name.as_str().into(),
+                protocol: c.protocol,
+                endpoints,
+                dns_names,
+                dns_ips: Vec::new(),
+            });
+        }
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut routes: Vec<ClusterIdx> = l
+                    .routes
+                    .iter()
+                    .filter_map(|r| clusters.iter().position(|c| &*c.name == r.as_str()))
+                    .collect();
+                routes.dedup();
+                Listener {
+                    name: l.name.as_str().into(),
+                    protocol: l.protocol,
+                    relay_ip: l.relay_ip(),
+                    port: l.port,
+                    routes,
+                    relay_ports: l.min_relay_port.zip(l.max_relay_port),
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            generation,
+            realm,
+            auth,
+            user_quota: config.admin.user_quota,
+            listeners,
+            clusters,
+            config,
+        })
+    }
+
+    /// Find a listener by name.
+    pub fn listener(&self, name: &str) -> Option<(ListenerIdx, &Listener)> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| &*l.name == name)
+    }
+}
+
+/// The long-term credential key: MD5(username ":" realm ":" password) (RFC 8489 9.2.2).
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// The one place snapshots are published: one writer (the reconciler), many readers.
+#[derive(Clone)]
+pub struct Store {
+    current: Arc<ArcSwap<Snapshot>>,
+}
+
+/// A reader's per-thread cache of the current snapshot: one atomic load when unchanged.
+pub type SnapshotCache = arc_swap::Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>;
+
+impl Store {
+    pub fn new(initial: Snapshot) -> Store {
+        Store {
+            current: Arc::new(ArcSwap::from_pointee(initial)),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Publish `next`, returning the snapshot it replaced.
+    pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
+        self.current.swap(Arc::new(next))
+    }
+
+    pub fn cache(&self) -> SnapshotCache {
+        arc_swap::Cache::new(Arc::clone(&self.current))
+    }
+}
+
+/// Builders for tests across the crate.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::config::{AuthConfig, ClusterConfig, ListenerConfig, zero_config};
+
+    /// A snapshot with one TURN-UDP listener on 127.0.0.1 routed to every given cluster.
+    pub fn snapshot_with_clusters(clusters: &[(&str, &[&str])]) -> Snapshot {
+        let mut cfg = zero_config("test/test");
+        cfg.auth = AuthConfig {
+            auth_type: AuthType::Static,
+            realm: "stunner.l7mp.io".into(),
+            credentials: [("username", "user"), ("password", "pass")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        cfg.clusters = clusters
+            .iter()
+            .map(|(name, eps)| ClusterConfig {
+                name: name.to_string(),
+                cluster_type: ClusterType::Static,
+                protocol: ClusterProtocol::Udp,
+                endpoints: eps.iter().map(|e| e.to_string()).collect(),
+            })
+            .collect();
+        cfg.listeners = vec![ListenerConfig {
+            name: "udp".into(),
+            protocol: ListenerProtocol::TurnUdp,
+            public_address: String::new(),
+            public_port: 0,
+            address: "127.0.0.1".into(),
+            port: 3478,
+            cert: String::new(),
+            key: String::new(),
+            routes: clusters.iter().map(|(n, _)| n.to_string()).collect(),
+            min_relay_port: None,
+            max_relay_port: None,
+        }];
+        Snapshot::build(cfg, 1).expect("test snapshot")
+    }
+}

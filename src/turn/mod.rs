@@ -1,1 +1,236 @@
-//! placeholder, being written
+//! The TURN server state machine of one worker (RFC 8656), sans-IO.
+//!
+//! A [`Server`] owns its allocations, permissions, channels and timers with `&mut self`;
+//! nothing here is shared or locked. Inputs are `handle_*` calls with an explicit [`Now`];
+//! outputs are return values that borrow the caller's buffers. Relay sockets are opened and
+//! closed through the [`Relays`] trait, so the core never touches a socket itself.
+
+pub mod auth;
+pub mod policy;
+mod server;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use server::Server;
+
+/// Default allocation lifetime (RFC 8656 section 3.2).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+/// Longest lifetime a client may ask for.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// Permission lifetime (RFC 8656 section 9).
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// Channel binding lifetime (RFC 8656 section 12).
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// How long a RESERVATION-TOKEN holds its port.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// Bounds on per-allocation state.
+pub const MAX_PERMISSIONS: usize = 256;
+pub const MAX_CHANNELS: usize = 256;
+/// Bound on allocations one worker holds.
+pub const MAX_ALLOCATIONS: usize = 500_000;
+/// Headroom the shell leaves in front of a peer datagram, so a ChannelData header can be
+/// written in place.
+pub const HEADROOM: usize = 4;
+
+/// The time inputs of the core: a monotonic instant for timers and wall-clock seconds for
+/// nonces and REST credential expiry.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+impl Now {
+    /// Read both clocks. Only the shell calls this; the core takes `Now` as input.
+    pub fn read() -> Now {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Now {
+            mono: Instant::now(),
+            unix,
+        }
+    }
+
+    pub fn advance(self, by: Duration) -> Now {
+        Now {
+            mono: self.mono + by,
+            unix: self.unix + by.as_secs(),
+        }
+    }
+}
+
+/// A client-facing socket or connection of the worker (opaque to the core).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransportId(pub u32);
+
+/// A relay socket of the worker (opaque to the core).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RelayId(pub u32);
+
+/// The client side of an allocation's 5-tuple: the server transport it arrived on (which
+/// fixes protocol and server address) and the client's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub transport: TransportId,
+    pub client: SocketAddr,
+}
+
+/// Where a client message came from.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientCtx {
+    pub transport: TransportId,
+    /// The listener in the current snapshot this transport belongs to.
+    pub listener: crate::snapshot::ListenerIdx,
+    pub client: SocketAddr,
+}
+
+/// What to do with a client message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientOutput<'a> {
+    /// Nothing to send; counted under the reason.
+    Drop(DropReason),
+    /// A response of this many bytes is in the output buffer: send it back to the client.
+    Reply(usize),
+    /// Send `payload` from `relay` to `peer`.
+    Forward {
+        relay: RelayId,
+        peer: SocketAddr,
+        payload: &'a [u8],
+    },
+}
+
+/// A message for a client, produced from a peer datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ToClient<'a> {
+    pub transport: TransportId,
+    pub client: SocketAddr,
+    pub bytes: &'a [u8],
+}
+
+/// Address family of a relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: std::net::IpAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// Which port a new relay socket should get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortRequest {
+    Any,
+    /// An even port; with `reserve_next`, also hold port + 1 for a later allocation.
+    Even {
+        reserve_next: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayRequest {
+    pub family: Family,
+    pub port: PortRequest,
+    pub dont_fragment: bool,
+    /// Inclusive port range to pick from (None: the kernel's ephemeral range).
+    pub range: Option<(u16, u16)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub relay: RelayId,
+    pub port: u16,
+    /// With `Even { reserve_next: true }`: the socket holding port + 1.
+    pub reserved: Option<(RelayId, u16)>,
+}
+
+/// The shell's relay sockets, as the core sees them.
+pub trait Relays {
+    /// Open a relay socket; an error becomes 508 Insufficient Capacity.
+    fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError>;
+    /// Close a relay socket the core no longer uses.
+    fn close(&mut self, relay: RelayId);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error("no relay port available")]
+    Exhausted,
+    #[error("address family not available")]
+    Family,
+}
+
+/// Why a message was dropped without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Not parseable as STUN or ChannelData.
+    Malformed,
+    /// A STUN response or error sent to the server, or an unknown indication.
+    Unexpected,
+    /// Data for a 5-tuple or relay without an allocation.
+    NoAllocation,
+    /// A peer without a live permission, or a ChannelData number not bound.
+    NoPermission,
+    /// The peer is not admitted by the listener's routes.
+    Forbidden,
+    /// The listener of the allocation is gone from the config.
+    NoListener,
+    /// An output buffer was too small (a datagram too big for a Data indication).
+    TooBig,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 7;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Malformed,
+        DropReason::Unexpected,
+        DropReason::NoAllocation,
+        DropReason::NoPermission,
+        DropReason::Forbidden,
+        DropReason::NoListener,
+        DropReason::TooBig,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Unexpected => "unexpected",
+            DropReason::NoAllocation => "no_allocation",
+            DropReason::NoPermission => "no_permission",
+            DropReason::Forbidden => "forbidden",
+            DropReason::NoListener => "no_listener",
+            DropReason::TooBig => "too_big",
+        }
+    }
+}
+
+/// Plain counters of one worker's core; the shell publishes them for scraping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allocations_created: u64,
+    pub allocations_deleted: u64,
+    pub allocations_expired: u64,
+    pub auth_challenges: u64,
+    pub auth_failures: u64,
+    pub stale_nonces: u64,
+    pub error_responses: u64,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Idempotent installation of the tools the real-client integration tests need
+# (coturn's turnutils_* and turnserver, iproute2, openssl, a Python venv with aioice).
+# Meant to run as root on a Debian machine; safe to re-run.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[setup] %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+fi
+
+APT_UPDATED=0
+apt_update_once() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        $SUDO apt-get update -q
+        APT_UPDATED=1
+    fi
+}
+
+# --- coturn and friends -------------------------------------------------------------
+need_apt=()
+command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    log "installing: ${need_apt[*]}"
+    # Keep the package's init script / unit from starting a turnserver on 3478 during
+    # installation: a policy-rc.d that denies every start (only if none exists already).
+    policy=/usr/sbin/policy-rc.d
+    created_policy=0
+    if [ ! -e "$policy" ] && [ -w /usr/sbin ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        created_policy=1
+    fi
+    cleanup_policy() { if [ "$created_policy" -eq 1 ]; then rm -f "$policy"; fi; }
+    trap cleanup_policy EXIT
+    apt_update_once
+    $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+    cleanup_policy
+    created_policy=0
+    trap - EXIT
+else
+    log "coturn, iproute2, openssl already installed"
+fi
+
+# Make sure no packaged coturn service keeps running (it would listen on 3478/3479/5349).
+# Only the service manager / the package's own pidfile are used: never kill by name.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    if systemctl is-active --quiet coturn 2>/dev/null; then
+        log "stopping packaged coturn service"
+        $SUDO systemctl stop coturn || true
+    fi
+    $SUDO systemctl disable coturn >/dev/null 2>&1 || true
+else
+    for pidfile in /var/run/turnserver.pid /run/turnserver.pid /var/run/turnserver/turnserver.pid; do
+        if [ -r "$pidfile" ]; then
+            pid="$(tr -dc '0-9' <"$pidfile")"
+            if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
+                && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q '/etc/turnserver.conf'; then
+                log "stopping packaged coturn daemon (pid $pid)"
+                $SUDO kill "$pid" 2>/dev/null || true
+            fi
+        fi
+    done
+fi
+if [ -f /etc/default/coturn ] && grep -q '^TURNSERVER_ENABLED=1' /etc/default/coturn; then
+    log "disabling TURNSERVER_ENABLED in /etc/default/coturn"
+    $SUDO sed -i 's/^TURNSERVER_ENABLED=1/#TURNSERVER_ENABLED=1/' /etc/default/coturn || true
+fi
+
+# --- Python venv with aioice --------------------------------------------------------
+VENV="$REPO_ROOT/.venv"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import aioice' >/dev/null 2>&1; then
+    log "venv with aioice present: $VENV"
+else
+    PY="$(command -v python3 || true)"
+    if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        log "installing python3 + python3-venv"
+        apt_update_once
+        $SUDO apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip
+        PY="$(command -v python3)"
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating venv at $VENV"
+        "$PY" -m venv "$VENV"
+    fi
+    log "pip install aioice"
+    "$VENV/bin/python" -m pip install -q aioice
+    "$VENV/bin/python" -c 'import aioice' || { echo "aioice not importable after install" >&2; exit 1; }
+fi
+
+log "turnutils_uclient: $(command -v turnutils_uclient)"
+log "aioice: $("$VENV/bin/python" -c 'import aioice; print(aioice.__version__)' 2>/dev/null || echo '?')"
+log "done"

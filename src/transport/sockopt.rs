@@ -1,0 +1,105 @@
+//! Socket creation and the few options the safe crates do not cover.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Receive and send buffer size asked for on listener and relay sockets.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A non-blocking UDP listener socket on the wildcard address with SO_REUSEPORT, so each
+/// worker binds its own socket of one group. Dual-stack `[::]:port` when the host has
+/// IPv6, `0.0.0.0:port` otherwise (upstream binds the wildcard whatever the listener
+/// `address` says: that address is only advertised).
+pub fn listener_socket(port: u16) -> io::Result<UdpSocket> {
+    match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), true, false) {
+        Ok(s) => Ok(s),
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), true, false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Fail with `AddrInUse` when any socket, ours or another process's, holds UDP `port`.
+///
+/// Listener groups use SO_REUSEPORT so that each worker has its own socket, but Linux
+/// lets any process of the same user join such a group and silently take a share of the
+/// traffic. A plain bind without SO_REUSEPORT fails if anyone holds the port, so probing
+/// with one before binding the group keeps two daemons from sharing a port.
+pub fn ensure_udp_port_free(port: u16) -> io::Result<()> {
+    let probe = match bind_udp(
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        false,
+        false,
+    ) {
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => bind_udp(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            false,
+            false,
+        ),
+        other => other,
+    };
+    probe.map(drop)
+}
+
+/// A non-blocking relay socket bound to `addr` (wildcard of one family, port 0 or a
+/// chosen port). No SO_REUSEPORT: a relay port belongs to one allocation.
+pub fn relay_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind_udp(addr, false, true)
+}
+
+fn bind_udp(addr: SocketAddr, reuse_port: bool, v6_only: bool) -> io::Result<UdpSocket> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Listeners are dual-stack like upstream; IPv6 relays are IPv6 only.
+        socket.set_only_v6(v6_only)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Set the IP don't-fragment behaviour (RFC 8656 DONT-FRAGMENT): path MTU discovery "do",
+/// so the kernel sets DF and never fragments locally.
+pub fn set_dont_fragment(socket: &UdpSocket, v6: bool) -> io::Result<()> {
+    let (level, name, value) = if v6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    };
+    // SAFETY: `socket` owns a valid open file descriptor for the duration of the call, and
+    // we pass a pointer to a live `c_int` together with its exact size, as setsockopt(2)
+    // requires for these integer options.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
