@@ -80,19 +80,29 @@ fi
 
 # --- Python venv with aioice --------------------------------------------------------
 VENV="$REPO_ROOT/.venv"
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import aioice' >/dev/null 2>&1; then
-    log "venv with aioice present: $VENV"
-else
-    PY="$(command -v python3 || true)"
-    if [ -z "$PY" ] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+
+make_venv() {
+    rm -rf "$VENV"
+    local py
+    py="$(command -v python3 || true)"
+    log "creating venv at $VENV"
+    # Debian's python3 needs python3-venv for `-m venv` (ensurepip); install on demand.
+    if [ -z "$py" ] || ! "$py" -m venv "$VENV" >/dev/null 2>&1 \
+        || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$VENV"
         log "installing python3 + python3-venv"
         apt_update_once
         $SUDO apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip
-        PY="$(command -v python3)"
+        py="$(command -v python3)"
+        "$py" -m venv "$VENV"
     fi
-    if [ ! -x "$VENV/bin/python" ]; then
-        log "creating venv at $VENV"
-        "$PY" -m venv "$VENV"
+}
+
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import aioice' >/dev/null 2>&1; then
+    log "venv with aioice present: $VENV"
+else
+    if ! [ -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        make_venv
     fi
     log "pip install aioice"
     "$VENV/bin/python" -m pip install -q aioice

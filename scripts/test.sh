@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Full local/CI check: tool setup, formatting, lints, release build, optional fuzz build,
+# and every test (unit, property, integration incl. real TURN clients).
+# Exits non-zero on the first failure.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+elapsed() { printf '    (%ss)\n' "$(( $(date +%s) - $1 ))"; }
+
+step "setup (scripts/setup.sh)"
+t=$(date +%s)
+bash scripts/setup.sh
+elapsed "$t"
+
+step "cargo fmt --check"
+t=$(date +%s)
+cargo fmt --all -- --check
+elapsed "$t"
+
+step "cargo clippy --all-targets -- -D warnings"
+t=$(date +%s)
+cargo clippy --all-targets -- -D warnings
+elapsed "$t"
+
+step "cargo build --release"
+t=$(date +%s)
+cargo build --release
+elapsed "$t"
+
+# Fuzz targets: optional. Built only if fuzz/ exists, cargo-fuzz is installed and a nightly
+# toolchain is available (cargo-fuzz needs one); otherwise skipped with a note.
+if [ -f fuzz/Cargo.toml ]; then
+    if cargo fuzz --version >/dev/null 2>&1; then
+        if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+            step "cargo +nightly fuzz build"
+            t=$(date +%s)
+            cargo +nightly fuzz build
+            elapsed "$t"
+        else
+            step "fuzz build skipped: no nightly toolchain (rustup toolchain install nightly)"
+        fi
+    else
+        step "fuzz build skipped: cargo-fuzz not installed (cargo install cargo-fuzz)"
+    fi
+fi
+
+step "cargo test"
+t=$(date +%s)
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+set +e
+# Safety net: a hung test must not eat the whole CI budget.
+timeout 1500 cargo test 2>&1 | tee "$test_log"
+rc=${PIPESTATUS[0]}
+set -e
+elapsed "$t"
+
+step "cargo test summary"
+grep -E '^test result:|^     Running|^   Doc-tests' "$test_log" || true
+if [ "$rc" -ne 0 ]; then
+    if [ "$rc" -eq 124 ]; then
+        echo "cargo test timed out after 1500 s" >&2
+    fi
+    echo "cargo test FAILED (exit $rc)" >&2
+    exit "$rc"
+fi
+echo "all checks passed"
