@@ -9,6 +9,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod mmsg;
 pub mod sockopt;
 pub mod udp;
 

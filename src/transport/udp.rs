@@ -11,18 +11,28 @@ use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
+use super::mmsg::{self, RecvBatch, SendBatch};
 use super::sockopt;
 use super::{canonical_client, for_socket};
+use std::os::fd::AsRawFd;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
 use crate::turn::{
     ClientCtx, ClientOutput, Family, HEADROOM, Now, Opened, PortRequest, RelayError, RelayId,
     RelayRequest, Relays, Server, TransportId,
 };
 
-/// Datagrams handled per socket per wakeup before other sockets get their turn.
-const BUDGET: usize = 64;
+/// Datagrams per `recvmmsg` on a listener socket, and batches per wakeup before other
+/// sockets get their turn.
+const LISTENER_BATCH: usize = 32;
+const LISTENER_ROUNDS: usize = 4;
+/// Datagrams per `recvmmsg` on a relay socket (one peer flow: usually one is waiting).
+const RELAY_BATCH: usize = 8;
+/// Datagrams queued per listener before a `sendmmsg`.
+const SEND_BATCH: usize = 64;
 /// Largest datagram handled; larger ones are truncated by the kernel and dropped.
 const MAX_DATAGRAM: usize = 4096;
+/// Room for a Data indication around the largest datagram.
+const SEND_SLOT: usize = MAX_DATAGRAM + 64;
 /// Longest sleep, so snapshot changes and timers are noticed without a wakeup.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// Tries to find a free port for EVEN-PORT or a relay port range.
@@ -43,6 +53,12 @@ struct ListenerSock {
     name: Arc<str>,
     socket: MioUdp,
     v6: bool,
+    /// Datagrams for clients, sent as one batch per wakeup.
+    tx: SendBatch,
+    /// Datagrams the kernel did not take (full send buffer).
+    tx_dropped: u64,
+    /// The kernel's receive-buffer drop counter for this socket.
+    kernel_drops: u32,
     /// (snapshot generation, index of this listener in that snapshot)
     at: (u64, Option<ListenerIdx>),
 }
@@ -63,6 +79,9 @@ pub struct Worker {
     server: Server,
     cache: SnapshotCache,
     control: Receiver<Control>,
+    rx: RecvBatch,
+    relay_rx: RecvBatch,
+    scratch: Vec<u8>,
 }
 
 /// The runtime's handle on a worker.
@@ -93,6 +112,8 @@ impl Worker {
                 )
             })?;
             let v6 = std_sock.local_addr()?.is_ipv6();
+            // Best effort: without it only the drop counter is missing.
+            let _ = mmsg::enable_rxq_ovfl(std_sock.as_raw_fd());
             let mut socket = MioUdp::from_std(std_sock);
             let token = Token(listeners.len());
             poll.registry()
@@ -101,6 +122,9 @@ impl Worker {
                 name: l.name.clone(),
                 socket,
                 v6,
+                tx: SendBatch::new(SEND_BATCH, SEND_SLOT),
+                tx_dropped: 0,
+                kernel_drops: 0,
                 at: (snap.generation, Some(idx)),
             });
         }
@@ -117,6 +141,9 @@ impl Worker {
             server,
             cache,
             control,
+            rx: RecvBatch::new(LISTENER_BATCH, HEADROOM + MAX_DATAGRAM + 1, HEADROOM),
+            relay_rx: RecvBatch::new(RELAY_BATCH, HEADROOM + MAX_DATAGRAM + 1, HEADROOM),
+            scratch: vec![0; SEND_SLOT],
         };
         Ok((worker, Handle { waker }))
     }
@@ -124,10 +151,9 @@ impl Worker {
     /// The event loop. Returns when told to stop.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut recv = vec![0u8; HEADROOM + MAX_DATAGRAM];
-        let mut out = vec![0u8; MAX_DATAGRAM + 64];
-        // Tokens whose socket still had data when its budget ran out.
-        let mut pending: Vec<Token> = Vec::new();
+        // Tokens whose socket still had data when its budget ran out, and this round's.
+        let mut pending: Vec<Token> = Vec::with_capacity(1024);
+        let mut ready: Vec<Token> = Vec::with_capacity(1024);
         loop {
             let timeout = if pending.is_empty() {
                 let now = std::time::Instant::now();
@@ -148,9 +174,14 @@ impl Worker {
             }
             let snap = Arc::clone(self.cache.load());
             let now = Now::read();
-            let mut ready = std::mem::take(&mut pending);
-            ready.extend(events.iter().map(|e| e.token()));
-            for token in ready {
+            ready.clear();
+            ready.append(&mut pending);
+            for ev in events.iter() {
+                if !ready.contains(&ev.token()) {
+                    ready.push(ev.token());
+                }
+            }
+            for &token in &ready {
                 let more = if token == WAKER {
                     if self.drain_control() {
                         return;
@@ -158,14 +189,15 @@ impl Worker {
                     false
                 } else if token.0 >= RELAY_BASE {
                     let relay = RelayId((token.0 - RELAY_BASE) as u32);
-                    self.drain_relay(now, &snap, relay, &mut recv, &mut out)
+                    self.drain_relay(now, &snap, relay)
                 } else {
-                    self.drain_listener(now, &snap, token.0, &mut recv, &mut out)
+                    self.drain_listener(now, &snap, token.0)
                 };
-                if more && !pending.contains(&token) {
+                if more {
                     pending.push(token);
                 }
             }
+            self.flush();
             self.server.handle_timeout(now, &mut self.relays);
         }
     }
@@ -178,108 +210,129 @@ impl Worker {
         }
     }
 
-    /// Handle up to [`BUDGET`] datagrams from a listener socket; true if more may wait.
-    fn drain_listener(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        index: usize,
-        recv: &mut [u8],
-        out: &mut [u8],
-    ) -> bool {
+    /// Send every queued datagram of every listener.
+    fn flush(&mut self) {
+        for l in &mut self.listeners {
+            if !l.tx.is_empty() {
+                l.tx_dropped += l.tx.flush(l.socket.as_raw_fd()) as u64;
+            }
+        }
+    }
+
+    /// Handle up to [`LISTENER_ROUNDS`] batches from a listener socket; true if more may
+    /// wait.
+    fn drain_listener(&mut self, now: Now, snap: &Snapshot, index: usize) -> bool {
         let Some(listener_idx) = self.listener_index(index, snap) else {
             // The listener is gone from the config: drain and drop.
-            return self.discard(index, recv);
+            return self.discard(index);
         };
-        for _ in 0..BUDGET {
-            let Some(l) = self.listeners.get(index) else {
-                return false;
-            };
-            let (len, from) = match l.socket.recv_from(recv) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+        let Worker {
+            listeners,
+            rx,
+            server,
+            relays,
+            ..
+        } = self;
+        let Some(l) = listeners.get_mut(index) else {
+            return false;
+        };
+        let fd = l.socket.as_raw_fd();
+        for _ in 0..LISTENER_ROUNDS {
+            let n = match rx.recv(fd, rx.capacity()) {
+                Ok(n) => n,
                 Err(e) => {
                     debug!(target: "stunner", "listener {}: recv: {e}", l.name);
+                    return false;
+                }
+            };
+            for i in 0..n {
+                let Some((slot, len, from)) = rx.get(i) else {
                     continue;
+                };
+                if len == 0 {
+                    continue; // truncated
                 }
-            };
-            if len >= recv.len() {
-                continue; // truncated
-            }
-            let client = canonical_client(from);
-            let ctx = ClientCtx {
-                transport: TransportId(index as u32),
-                listener: listener_idx,
-                client,
-            };
-            let bytes = &recv[..len];
-            match self
-                .server
-                .handle_client(now, snap, ctx, bytes, out, &mut self.relays)
-            {
-                ClientOutput::Drop(_) => {}
-                ClientOutput::Reply(n) => {
-                    let _ = l.socket.send_to(&out[..n], for_socket(client, l.v6));
+                let client = canonical_client(from);
+                let ctx = ClientCtx {
+                    transport: TransportId(index as u32),
+                    listener: listener_idx,
+                    client,
+                };
+                if l.tx.is_full() {
+                    l.tx_dropped += l.tx.flush(fd) as u64;
                 }
-                ClientOutput::Forward {
-                    relay,
-                    peer,
-                    payload,
-                } => {
-                    if let Some((sock, v6)) = self.relays.get(relay) {
-                        let _ = sock.send_to(payload, for_socket(peer, v6));
+                let Some(out) = l.tx.next_slot() else {
+                    continue;
+                };
+                let bytes = &slot[HEADROOM..HEADROOM + len];
+                match server.handle_client(now, snap, ctx, bytes, out, relays) {
+                    ClientOutput::Drop(_) => {}
+                    ClientOutput::Reply(n) => l.tx.push(n, for_socket(client, l.v6)),
+                    ClientOutput::Forward {
+                        relay,
+                        peer,
+                        payload,
+                    } => {
+                        if let Some((sock, v6)) = relays.get(relay) {
+                            let _ = sock.send_to(payload, for_socket(peer, v6));
+                        }
                     }
                 }
             }
+            l.kernel_drops = rx.kernel_drops();
+            if n < rx.capacity() {
+                return false;
+            }
         }
         true
     }
 
-    /// Handle up to [`BUDGET`] datagrams from a relay socket; true if more may wait.
-    fn drain_relay(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        relay: RelayId,
-        recv: &mut [u8],
-        out: &mut [u8],
-    ) -> bool {
-        for _ in 0..BUDGET {
-            let Some((sock, _)) = self.relays.get(relay) else {
-                return false;
-            };
-            let (len, from) = match sock.recv_from(&mut recv[HEADROOM..]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => continue,
-            };
-            if len >= recv.len() - HEADROOM {
-                continue; // truncated
-            }
-            let peer = canonical_client(from);
-            let Ok(to) = self
-                .server
-                .handle_peer(now, snap, relay, peer, recv, len, out)
-            else {
+    /// Handle one batch from a relay socket; true if more may wait.
+    fn drain_relay(&mut self, now: Now, snap: &Snapshot, relay: RelayId) -> bool {
+        let Worker {
+            listeners,
+            relay_rx,
+            server,
+            relays,
+            scratch,
+            ..
+        } = self;
+        let Some((sock, _)) = relays.get(relay) else {
+            return false;
+        };
+        let n = match relay_rx.recv(sock.as_raw_fd(), relay_rx.capacity()) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        for i in 0..n {
+            let Some((slot, len, from)) = relay_rx.get(i) else {
                 continue;
             };
-            if let Some(l) = self.listeners.get(to.transport.0 as usize) {
-                let _ = l.socket.send_to(to.bytes, for_socket(to.client, l.v6));
+            if len == 0 {
+                continue;
+            }
+            let peer = canonical_client(from);
+            let Ok(to) = server.handle_peer(now, snap, relay, peer, slot, len, scratch) else {
+                continue;
+            };
+            if let Some(l) = listeners.get_mut(to.transport.0 as usize) {
+                if l.tx.is_full() {
+                    l.tx_dropped += l.tx.flush(l.socket.as_raw_fd()) as u64;
+                }
+                l.tx.push_copy(to.bytes, for_socket(to.client, l.v6));
             }
         }
-        true
+        n == relay_rx.capacity()
     }
 
-    fn discard(&mut self, index: usize, recv: &mut [u8]) -> bool {
+    fn discard(&mut self, index: usize) -> bool {
         let Some(l) = self.listeners.get(index) else {
             return false;
         };
-        for _ in 0..BUDGET {
-            if l.socket.recv_from(recv).is_err() {
-                return false;
-            }
+        match self.rx.recv(l.socket.as_raw_fd(), self.rx.capacity()) {
+            Ok(n) => n == self.rx.capacity(),
+            Err(_) => false,
         }
-        true
     }
 
     /// The index of listener socket `index` in `snap`, re-resolved by name when the
