@@ -467,7 +467,8 @@ fn harness_parses_uclient_output() {
 }
 
 #[test]
-fn harness_ports_are_distinct_and_bindable() {
+fn harness_ports_are_distinct() {
+    // (Not asserting the ports are still free: another process may take one any time.)
     let mut seen = std::collections::HashSet::new();
     for _ in 0..20 {
         let p = free_udp_port_pair();
@@ -475,8 +476,7 @@ fn harness_ports_are_distinct_and_bindable() {
             seen.insert(p) && seen.insert(p + 1),
             "port {p} handed out twice"
         );
-        assert!(!(3478..=3480).contains(&p) && !(3478..=3480).contains(&(p + 1)));
-        std::net::UdpSocket::bind(local(p)).expect("bindable");
+        assert!(!(3478..=3481).contains(&p) && !(3478..=3481).contains(&(p + 1)));
     }
 }
 

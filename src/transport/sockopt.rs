@@ -9,18 +9,19 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Receive and send buffer size asked for on listener and relay sockets.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
-/// A non-blocking UDP listener socket on the wildcard address with SO_REUSEPORT, so each
-/// worker binds its own socket of one group. Dual-stack `[::]:port` when the host has
-/// IPv6, `0.0.0.0:port` otherwise (upstream binds the wildcard whatever the listener
-/// `address` says: that address is only advertised).
-pub fn listener_socket(port: u16) -> io::Result<UdpSocket> {
-    match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), true, false) {
-        Ok(s) => Ok(s),
-        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-            bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), true, false)
-        }
-        Err(e) => Err(e),
+/// Non-blocking UDP listener sockets on the wildcard address with SO_REUSEPORT, so each
+/// worker binds its own sockets of one group: `0.0.0.0:port`, plus `[::]:port` (IPv6 only)
+/// when the host has IPv6. Upstream binds one dual-stack socket; two sockets serve the same
+/// clients, and IPv4 clients skip the kernel's IPv4-mapped path on every send. The listener
+/// `address` is only advertised, never bound (upstream semantics).
+pub fn listener_sockets(port: u16) -> io::Result<Vec<UdpSocket>> {
+    let mut out = vec![bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), true, true)?];
+    match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), true, true) {
+        Ok(s) => out.push(s),
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+        Err(e) => return Err(e),
     }
+    Ok(out)
 }
 
 /// Fail with `AddrInUse` when any socket, ours or another process's, holds UDP `port`.

@@ -105,28 +105,30 @@ impl Worker {
             if l.protocol != crate::config::ListenerProtocol::TurnUdp {
                 continue;
             }
-            let std_sock = sockopt::listener_socket(l.port).map_err(|e| {
+            let socks = sockopt::listener_sockets(l.port).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
                 )
             })?;
-            let v6 = std_sock.local_addr()?.is_ipv6();
-            // Best effort: without it only the drop counter is missing.
-            let _ = mmsg::enable_rxq_ovfl(std_sock.as_raw_fd());
-            let mut socket = MioUdp::from_std(std_sock);
-            let token = Token(listeners.len());
-            poll.registry()
-                .register(&mut socket, token, Interest::READABLE)?;
-            listeners.push(ListenerSock {
-                name: l.name.clone(),
-                socket,
-                v6,
-                tx: SendBatch::new(SEND_BATCH, SEND_SLOT),
-                tx_dropped: 0,
-                kernel_drops: 0,
-                at: (snap.generation, Some(idx)),
-            });
+            for std_sock in socks {
+                let v6 = std_sock.local_addr()?.is_ipv6();
+                // Best effort: without it only the drop counter is missing.
+                let _ = mmsg::enable_rxq_ovfl(std_sock.as_raw_fd());
+                let mut socket = MioUdp::from_std(std_sock);
+                let token = Token(listeners.len());
+                poll.registry()
+                    .register(&mut socket, token, Interest::READABLE)?;
+                listeners.push(ListenerSock {
+                    name: l.name.clone(),
+                    socket,
+                    v6,
+                    tx: SendBatch::new(SEND_BATCH, SEND_SLOT),
+                    tx_dropped: 0,
+                    kernel_drops: 0,
+                    at: (snap.generation, Some(idx)),
+                });
+            }
         }
         let relays = RelayTable {
             registry: poll.registry().try_clone()?,

@@ -1,0 +1,160 @@
+//! `admin` and `auth` of a rendered config, from the GatewayConfig, its auth Secret and the
+//! Dataplane (spec 2.5, 2.6).
+
+use std::collections::BTreeMap;
+
+use crate::config::{AdminConfig, AuthConfig, AuthType, DEFAULT_LOGLEVEL, DEFAULT_REALM};
+
+use super::objects::{Dataplane, GatewayConfig};
+use super::schema::offload_engine;
+use super::store::{Store, key};
+use super::{DEFAULT_ADMIN_NAME, Mode};
+
+/// Error texts of spec 2.11, kept verbatim: users search for them.
+pub const ERR_AUTH_TYPE: &str = "invalid authentication type";
+pub const ERR_STATIC_CREDS: &str = "missing username and/or password for plaintext authentication";
+pub const ERR_EPHEMERAL_SECRET: &str = "missing shared-secret for longterm authentication";
+pub const ERR_EXTERNAL_AUTH: &str = "missing or invalid external authentication credentials";
+
+/// The admin section. In managed mode the Dataplane contributes the metrics and health-check
+/// endpoints and the offload settings; the name is set by the caller per Gateway.
+pub fn render_admin(gc: &GatewayConfig, dp: Option<&Dataplane>, mode: Mode) -> AdminConfig {
+    let loglevel = gc
+        .spec
+        .log_level
+        .clone()
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| DEFAULT_LOGLEVEL.to_string());
+    let mut admin = AdminConfig {
+        name: DEFAULT_ADMIN_NAME.to_string(),
+        loglevel,
+        metrics_endpoint: String::new(),
+        healthcheck_endpoint: Some("http://:8086".to_string()),
+        user_quota: 0,
+        offload_engine: "None".to_string(),
+        offload_interfaces: Vec::new(),
+        license_config: None,
+    };
+    if let (Mode::Managed, Some(dp)) = (mode, dp) {
+        let s = &dp.spec;
+        if s.enable_metrics_endpoint {
+            admin.metrics_endpoint = "http://:8080/metrics".to_string();
+        }
+        if s.disable_health_check {
+            // Present but empty: "health checks off", not "use the default".
+            admin.healthcheck_endpoint = Some(String::new());
+        }
+        // Schema-checked already, so an unknown engine cannot reach here; `None` is safe.
+        admin.offload_engine = s
+            .offload_engine
+            .as_deref()
+            .and_then(offload_engine)
+            .unwrap_or("None")
+            .to_string();
+        admin.offload_interfaces = s.offload_interfaces.clone();
+        admin.offload_interfaces.sort();
+    }
+    admin
+}
+
+/// The auth section, or the (critical) error that invalidates the Gateway or class. The
+/// error text starts with the spec's wording and adds what exactly is missing.
+pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, String> {
+    let realm = gc
+        .spec
+        .realm
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| DEFAULT_REALM.to_string());
+    let mut creds = BTreeMap::new();
+    let auth_type;
+    if let Some(r) = &gc.spec.auth_ref {
+        // External auth: inline fields, including authType, are ignored entirely (seed:
+        // "External authentication settings override inline settings").
+        let group_ok = r.group.as_deref().is_none_or(|g| g.is_empty() || g == "v1");
+        let kind_ok = r.kind.as_deref().is_none_or(|k| k == "Secret");
+        if !group_ok || !kind_ok {
+            return Err(format!(
+                "{ERR_EXTERNAL_AUTH}: authRef must refer to a core Secret (group {:?}, kind {:?})",
+                r.group.as_deref().unwrap_or(""),
+                r.kind.as_deref().unwrap_or("")
+            ));
+        }
+        let ns = r
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| gc.metadata.namespace.clone());
+        let id = format!("{ns}/{}", r.name);
+        let Some(secret) = store.secrets.get(&key(&ns, &r.name)) else {
+            return Err(format!("{ERR_EXTERNAL_AUTH}: {}", store.why_missing("Secret", &id)));
+        };
+        let t = secret.get_str("type").unwrap_or_else(|| "static".to_string());
+        auth_type = auth_alias(&t).ok_or_else(|| {
+            format!("{ERR_AUTH_TYPE}: {t:?} in key `type` of Secret {id}")
+        })?;
+        match auth_type {
+            AuthType::Static => {
+                let (Some(u), Some(p)) = (secret.get_str("username"), secret.get_str("password"))
+                else {
+                    return Err(format!(
+                        "{ERR_STATIC_CREDS}: Secret {id} needs the keys `username` and `password`"
+                    ));
+                };
+                creds.insert("username".to_string(), u);
+                creds.insert("password".to_string(), p);
+            }
+            AuthType::Ephemeral => {
+                let Some(s) = secret
+                    .get_str("secret")
+                    .or_else(|| secret.get_str("sharedSecret"))
+                else {
+                    return Err(format!(
+                        "{ERR_EPHEMERAL_SECRET}: Secret {id} needs the key `secret` (or `sharedSecret`)"
+                    ));
+                };
+                creds.insert("secret".to_string(), s);
+            }
+            AuthType::None => {}
+        }
+    } else {
+        let t = gc.spec.auth_type.as_deref().unwrap_or("static");
+        auth_type =
+            auth_alias(t).ok_or_else(|| format!("{ERR_AUTH_TYPE}: authType {t:?}"))?;
+        match auth_type {
+            AuthType::Static => {
+                let (Some(u), Some(p)) = (&gc.spec.user_name, &gc.spec.password) else {
+                    return Err(format!(
+                        "{ERR_STATIC_CREDS}: set spec.userName and spec.password, or spec.authRef"
+                    ));
+                };
+                creds.insert("username".to_string(), u.clone());
+                creds.insert("password".to_string(), p.clone());
+            }
+            AuthType::Ephemeral => {
+                let Some(s) = &gc.spec.shared_secret else {
+                    return Err(format!(
+                        "{ERR_EPHEMERAL_SECRET}: set spec.sharedSecret, or spec.authRef"
+                    ));
+                };
+                creds.insert("secret".to_string(), s.clone());
+            }
+            AuthType::None => {}
+        }
+    }
+    Ok(AuthConfig {
+        auth_type,
+        realm,
+        credentials: creds,
+    })
+}
+
+/// The operator's auth type aliases (spec 2.6), case-sensitive like upstream.
+pub fn auth_alias(s: &str) -> Option<AuthType> {
+    match s {
+        "static" | "plaintext" => Some(AuthType::Static),
+        "ephemeral" | "timewindowed" | "longterm" => Some(AuthType::Ephemeral),
+        "none" => Some(AuthType::None),
+        _ => None,
+    }
+}
