@@ -58,11 +58,16 @@ fn server_with_channel(snap: &Snapshot, now: Now, client: SocketAddr, peer: Sock
     let n = MessageWriter::new(&mut req, Method::Allocate, Class::Request, &[1; 12])
         .unwrap()
         .finish();
-    let ClientOutput::Reply(len) = server.handle_client(now, snap, ctx, &req[..n], &mut out, &mut relays)
+    let ClientOutput::Reply(len) =
+        server.handle_client(now, snap, ctx, &req[..n], &mut out, &mut relays)
     else {
         panic!("no challenge")
     };
-    let nonce = Message::parse(&out[..len]).unwrap().get(attr::NONCE).unwrap().to_vec();
+    let nonce = Message::parse(&out[..len])
+        .unwrap()
+        .get(attr::NONCE)
+        .unwrap()
+        .to_vec();
     let mut tid = 2u8;
     let mut request = |method: Method, f: &dyn Fn(&mut MessageWriter<'_>)| {
         let mut req = vec![0u8; 512];
@@ -150,7 +155,15 @@ fn relay(c: &mut Criterion) {
     let mut scratch = vec![0u8; 2048];
     g.bench_function("peer_to_client_channel_data", |b| {
         b.iter(|| {
-            let r = server.handle_peer(now, &snap, RelayId(0), peer, &mut buf, PAYLOAD, &mut scratch);
+            let r = server.handle_peer(
+                now,
+                &snap,
+                RelayId(0),
+                peer,
+                &mut buf,
+                PAYLOAD,
+                &mut scratch,
+            );
             black_box(r.unwrap().bytes.len())
         })
     });
@@ -158,7 +171,15 @@ fn relay(c: &mut Criterion) {
     let other: SocketAddr = "127.0.0.1:7001".parse().unwrap();
     g.bench_function("peer_to_client_data_indication", |b| {
         b.iter(|| {
-            let r = server.handle_peer(now, &snap, RelayId(0), other, &mut buf, PAYLOAD, &mut scratch);
+            let r = server.handle_peer(
+                now,
+                &snap,
+                RelayId(0),
+                other,
+                &mut buf,
+                PAYLOAD,
+                &mut scratch,
+            );
             black_box(r.unwrap().bytes.len())
         })
     });

@@ -312,7 +312,10 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // sockaddr_storage.
             let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for AF_INET6 and sockaddr_in6.
@@ -382,7 +385,11 @@ mod tests {
         enable_rxq_ovfl(b.as_raw_fd()).unwrap();
         let mut send = SendBatch::new(8, 64);
         for i in 0..5u8 {
-            let to = if i % 2 == 0 { b.local_addr().unwrap() } else { c.local_addr().unwrap() };
+            let to = if i % 2 == 0 {
+                b.local_addr().unwrap()
+            } else {
+                c.local_addr().unwrap()
+            };
             assert!(send.push_copy(&[i; 10], to));
         }
         assert_eq!(send.flush(a.as_raw_fd()), 0);

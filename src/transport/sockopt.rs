@@ -15,7 +15,11 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 /// clients, and IPv4 clients skip the kernel's IPv4-mapped path on every send. The listener
 /// `address` is only advertised, never bound (upstream semantics).
 pub fn listener_sockets(port: u16) -> io::Result<Vec<UdpSocket>> {
-    let mut out = vec![bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), true, true)?];
+    let mut out = vec![bind_udp(
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        true,
+        true,
+    )?];
     match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), true, true) {
         Ok(s) => out.push(s),
         Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}

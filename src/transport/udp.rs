@@ -14,12 +14,12 @@ use tracing::{debug, warn};
 use super::mmsg::{self, RecvBatch, SendBatch};
 use super::sockopt;
 use super::{canonical_client, for_socket};
-use std::os::fd::AsRawFd;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
 use crate::turn::{
     ClientCtx, ClientOutput, Family, HEADROOM, Now, Opened, PortRequest, RelayError, RelayId,
     RelayRequest, Relays, Server, TransportId,
 };
+use std::os::fd::AsRawFd;
 
 /// Datagrams per `recvmmsg` on a listener socket, and batches per wakeup before other
 /// sockets get their turn.
