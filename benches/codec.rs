@@ -25,7 +25,7 @@ impl Relays for OneRelay {
         Ok(Opened {
             relay: RelayId(0),
             port: 50_000,
-            reserved: None,
+            token: None,
         })
     }
     fn close(&mut self, _: RelayId) {}

@@ -135,12 +135,14 @@ fn start_workers(store: &Store, n: usize) -> Result<Vec<WorkerThread>, String> {
         }
     }
     let nonces = NonceKey::random();
+    let reservations = udp::Reservations::new();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = mpsc::channel();
         let server = Server::new(nonces.clone());
         let (worker, handle) =
-            udp::Worker::new(i, &snap, store.cache(), server, rx).map_err(|e| e.to_string())?;
+            udp::Worker::new(i, &snap, store.cache(), server, rx, reservations.clone())
+                .map_err(|e| e.to_string())?;
         let thread = std::thread::Builder::new()
             .name(format!("udp-worker-{i}"))
             .spawn(move || worker.run())

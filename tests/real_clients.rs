@@ -17,13 +17,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Why the stunnerd-backed tests are ignored for now.
-macro_rules! stunnerd_pending {
-    () => {
-        "stunnerd does not serve TURN yet: remove this #[ignore] once it does"
-    };
-}
-
 // ------------------------------------------------------------------------------------------
 // Scenarios
 // ------------------------------------------------------------------------------------------
@@ -283,61 +276,51 @@ fn reference_coturn_aioice_rest() {
 // ------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_uclient_channeldata_rtcp() {
     scenario_channeldata_rtcp(ServerKind::Stunnerd);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_uclient_channeldata_no_rtcp() {
     scenario_channeldata_no_rtcp(ServerKind::Stunnerd);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_uclient_send_indication() {
     scenario_send_indication(ServerKind::Stunnerd);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_uclient_rest_auth() {
     scenario_rest_auth(ServerKind::Stunnerd);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_uclient_two_workers() {
     scenario_two_workers(ServerKind::Stunnerd, &["-c"]);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_uclient_two_workers_rtcp() {
     scenario_two_workers(ServerKind::Stunnerd, &[]);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_refused_peer_other_cluster() {
     scenario_refused_peer_other_cluster(ServerKind::Stunnerd);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_refused_peer_loopback_not_named() {
     scenario_refused_peer_loopback_not_named(ServerKind::Stunnerd);
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_aioice_static() {
     scenario_aioice(ServerKind::Stunnerd, Auth::static_default());
 }
 
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_aioice_rest() {
     scenario_aioice(ServerKind::Stunnerd, Auth::ephemeral_default());
 }
@@ -368,7 +351,6 @@ fn expect_exit(args: &[String], code: i32, mention: Option<&str>) {
 
 /// Invalid config files: exit 1, and the output names the bad field.
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_invalid_config_exits_1() {
     // Listener ports are fresh, and health checks off, in case a config is wrongly accepted.
     let port = free_udp_tcp_port();
@@ -440,7 +422,6 @@ fn stunnerd_invalid_config_exits_1() {
 
 /// An unknown flag exits 2 (pflag/clap usage error).
 #[test]
-#[ignore = stunnerd_pending!()]
 fn stunnerd_unknown_flag_exits_2() {
     expect_exit(&["--no-such-flag".into()], 2, None);
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use stunnerd::snapshot::{Snapshot, Store, long_term_key};
 use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
-use stunnerd::transport::udp::{Control, Worker};
+use stunnerd::transport::udp::{Control, Reservations, Worker};
 use stunnerd::turn::Server;
 use stunnerd::turn::auth::NonceKey;
 
@@ -75,7 +75,15 @@ fn steady_state_relaying_does_not_allocate() {
     let store = Store::new(snap);
     let (tx, rx) = mpsc::channel();
     let server = Server::new(NonceKey::random());
-    let (worker, handle) = Worker::new(0, &store.load(), store.cache(), server, rx).unwrap();
+    let (worker, handle) = Worker::new(
+        0,
+        &store.load(),
+        store.cache(),
+        server,
+        rx,
+        Reservations::new(),
+    )
+    .unwrap();
     let thread = std::thread::spawn(move || worker.run());
 
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -24,7 +24,7 @@ impl Relays for Fake {
     fn open(&mut self, _req: RelayRequest) -> Result<Opened, RelayError> {
         self.next += 1;
         self.open.insert(self.next);
-        Ok(Opened { relay: RelayId(self.next), port: 40000 + (self.next % 20000) as u16, reserved: None })
+        Ok(Opened { relay: RelayId(self.next), port: 40000 + (self.next % 20000) as u16, token: None })
     }
     fn close(&mut self, relay: RelayId) {
         assert!(self.open.remove(&relay.0));

@@ -3,9 +3,9 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -16,8 +16,8 @@ use super::sockopt;
 use super::{canonical_client, for_socket};
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
 use crate::turn::{
-    ClientCtx, ClientOutput, Family, HEADROOM, Now, Opened, PortRequest, RelayError, RelayId,
-    RelayRequest, Relays, Server, TransportId,
+    ClientCtx, ClientOutput, Family, HEADROOM, Now, Opened, PortRequest, RESERVATION_LIFETIME,
+    RelayError, RelayId, RelayRequest, Relays, Server, TransportId,
 };
 use std::os::fd::AsRawFd;
 
@@ -68,6 +68,74 @@ pub struct RelayTable {
     registry: mio::Registry,
     sockets: Vec<Option<(MioUdp, bool)>>,
     free: Vec<u32>,
+    reservations: Arc<Reservations>,
+}
+
+/// Ports held by RESERVATION-TOKENs (RFC 8656 EVEN-PORT with R), shared by all workers:
+/// the allocation that redeems a token comes from another 5-tuple, which the kernel may
+/// hash to another worker. Only Allocate requests touch it, never the data path.
+#[derive(Default)]
+pub struct Reservations {
+    held: Mutex<Vec<Reserved>>,
+}
+
+struct Reserved {
+    token: u64,
+    socket: UdpSocket,
+    port: u16,
+    family: Family,
+    expires: Instant,
+}
+
+impl Reservations {
+    pub fn new() -> Arc<Reservations> {
+        Arc::new(Reservations::default())
+    }
+
+    fn put(&self, socket: UdpSocket, port: u16, family: Family) -> u64 {
+        let token = rand::random::<u64>();
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        held.retain(|r| r.expires > now);
+        held.push(Reserved {
+            token,
+            socket,
+            port,
+            family,
+            expires: now + RESERVATION_LIFETIME,
+        });
+        token
+    }
+
+    fn take(&self, token: u64, family: Family) -> Option<(UdpSocket, u16)> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        held.retain(|r| r.expires > now);
+        let pos = held
+            .iter()
+            .position(|r| r.token == token && r.family == family)?;
+        let r = held.swap_remove(pos);
+        Some((r.socket, r.port))
+    }
+
+    /// Close the sockets of expired reservations.
+    pub fn sweep(&self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        held.retain(|r| r.expires > now);
+    }
+
+    /// Reservations currently held.
+    pub fn len(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A UDP worker, built on the runtime thread and moved into its own thread by [`run`].
@@ -97,6 +165,7 @@ impl Worker {
         cache: SnapshotCache,
         server: Server,
         control: Receiver<Control>,
+        reservations: Arc<Reservations>,
     ) -> io::Result<(Worker, Handle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -134,6 +203,7 @@ impl Worker {
             registry: poll.registry().try_clone()?,
             sockets: Vec::new(),
             free: Vec::new(),
+            reservations,
         };
         let worker = Worker {
             index,
@@ -156,6 +226,7 @@ impl Worker {
         // Tokens whose socket still had data when its budget ran out, and this round's.
         let mut pending: Vec<Token> = Vec::with_capacity(1024);
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
+        let mut next_reservation_sweep = Instant::now();
         loop {
             let timeout = if pending.is_empty() {
                 let now = std::time::Instant::now();
@@ -201,6 +272,10 @@ impl Worker {
             }
             self.flush();
             self.server.handle_timeout(now, &mut self.relays);
+            if now.mono >= next_reservation_sweep {
+                self.relays.reservations.sweep();
+                next_reservation_sweep = now.mono + Duration::from_secs(1);
+            }
         }
     }
 
@@ -385,6 +460,33 @@ impl RelayTable {
         sockopt::relay_socket(SocketAddr::new(ip, port))
     }
 
+    /// A socket on a random free port of `range` (default: the IANA dynamic range), even
+    /// if asked, plus the socket holding port + 1 when `reserve_next`.
+    fn bind_in_range(
+        family: Family,
+        range: Option<(u16, u16)>,
+        even: bool,
+        reserve_next: bool,
+    ) -> Result<(UdpSocket, Option<(UdpSocket, u16)>), RelayError> {
+        let (lo, hi) = range.unwrap_or((49152, 65535));
+        for _ in 0..PORT_TRIES {
+            let port = Self::random_port(Some((lo, hi)), even);
+            if port == 0 || port < lo || (reserve_next && port >= hi) {
+                continue;
+            }
+            let Ok(sock) = Self::bind(family, port) else {
+                continue;
+            };
+            if !reserve_next {
+                return Ok((sock, None));
+            }
+            if let Ok(next) = Self::bind(family, port + 1) {
+                return Ok((sock, Some((next, port + 1))));
+            }
+        }
+        Err(RelayError::Exhausted)
+    }
+
     fn random_port(range: Option<(u16, u16)>, even: bool) -> u16 {
         let (lo, hi) = range.unwrap_or((49152, 65535));
         let p = rand::random_range(lo..=hi);
@@ -395,39 +497,25 @@ impl RelayTable {
 impl Relays for RelayTable {
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
         let v6 = req.family == Family::V6;
-        let fixed_ports = req.range.is_some() || req.port != PortRequest::Any;
         let mut reserved = None;
-        let socket = if !fixed_ports {
-            Self::bind(req.family, 0).map_err(|_| RelayError::Exhausted)?
-        } else {
-            let reserve_next = req.port == PortRequest::Even { reserve_next: true };
-            let even = matches!(req.port, PortRequest::Even { .. });
-            let mut found = None;
-            for _ in 0..PORT_TRIES {
-                let port = Self::random_port(req.range, even);
-                if port == 0 || (even && port == u16::MAX) {
-                    continue;
-                }
-                if even
-                    && req
-                        .range
-                        .is_some_and(|(lo, hi)| port < lo || (reserve_next && port + 1 > hi))
-                {
-                    continue;
-                }
-                let Ok(sock) = Self::bind(req.family, port) else {
-                    continue;
-                };
-                if reserve_next {
-                    let Ok(next) = Self::bind(req.family, port + 1) else {
-                        continue;
-                    };
-                    reserved = Some((next, port + 1));
-                }
-                found = Some(sock);
-                break;
+        let socket = match req.port {
+            PortRequest::Reserved(token) => {
+                let (sock, _) = self
+                    .reservations
+                    .take(token, req.family)
+                    .ok_or(RelayError::UnknownToken)?;
+                sock
             }
-            found.ok_or(RelayError::Exhausted)?
+            PortRequest::Any if req.range.is_none() => {
+                Self::bind(req.family, 0).map_err(|_| RelayError::Exhausted)?
+            }
+            PortRequest::Any | PortRequest::Even { .. } => {
+                let reserve_next = req.port == PortRequest::Even { reserve_next: true };
+                let even = req.port != PortRequest::Any;
+                let (sock, next) = Self::bind_in_range(req.family, req.range, even, reserve_next)?;
+                reserved = next;
+                sock
+            }
         };
         if req.dont_fragment {
             let _ = sockopt::set_dont_fragment(&socket, v6);
@@ -437,21 +525,8 @@ impl Relays for RelayTable {
             .map_err(|_| RelayError::Exhausted)?
             .port();
         let relay = self.add(socket, v6).map_err(|_| RelayError::Exhausted)?;
-        let reserved = match reserved {
-            Some((sock, p)) => match self.add(sock, v6) {
-                Ok(id) => Some((id, p)),
-                Err(_) => {
-                    self.close(relay);
-                    return Err(RelayError::Exhausted);
-                }
-            },
-            None => None,
-        };
-        Ok(Opened {
-            relay,
-            port,
-            reserved,
-        })
+        let token = reserved.map(|(sock, p)| self.reservations.put(sock, p, req.family));
+        Ok(Opened { relay, port, token })
     }
 
     fn close(&mut self, relay: RelayId) {

@@ -131,10 +131,15 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortRequest {
     Any,
-    /// An even port; with `reserve_next`, also hold port + 1 for a later allocation.
+    /// An even port; with `reserve_next`, also hold port + 1 for a later allocation
+    /// (RFC 8656 EVEN-PORT with the R bit) and return a token for it.
     Even {
         reserve_next: bool,
     },
+    /// The port held for this RESERVATION-TOKEN. Reservations live in the shell, shared by
+    /// all workers: the allocation that redeems a token comes from another 5-tuple, which
+    /// the kernel may hash to another worker.
+    Reserved(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,8 +155,8 @@ pub struct RelayRequest {
 pub struct Opened {
     pub relay: RelayId,
     pub port: u16,
-    /// With `Even { reserve_next: true }`: the socket holding port + 1.
-    pub reserved: Option<(RelayId, u16)>,
+    /// With `Even { reserve_next: true }`: the RESERVATION-TOKEN holding port + 1.
+    pub token: Option<u64>,
 }
 
 /// The shell's relay sockets, as the core sees them.
@@ -168,6 +173,8 @@ pub enum RelayError {
     Exhausted,
     #[error("address family not available")]
     Family,
+    #[error("unknown or expired reservation token")]
+    UnknownToken,
 }
 
 /// Why a message was dropped without an answer.

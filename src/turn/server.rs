@@ -11,8 +11,7 @@ use super::policy;
 use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
     HEADROOM, MAX_ALLOCATIONS, MAX_CHANNELS, MAX_LIFETIME, MAX_PERMISSIONS, Now,
-    PERMISSION_LIFETIME, PortRequest, RESERVATION_LIFETIME, RelayId, RelayRequest, Relays, Stats,
-    ToClient, TransportId,
+    PERMISSION_LIFETIME, PortRequest, RelayId, RelayRequest, Relays, Stats, ToClient, TransportId,
 };
 use crate::snapshot::{ListenerIdx, Snapshot};
 use crate::stun::attr::{self, *};
@@ -35,7 +34,6 @@ pub struct Server {
     by_client: FxHashMap<FiveTuple, u32>,
     by_relay: FxHashMap<RelayId, u32>,
     per_user: FxHashMap<Arc<str>, u32>,
-    reservations: Vec<Reservation>,
     next_sweep: Option<Instant>,
     /// Counter behind the transaction ids of Data indications.
     indication_seq: u64,
@@ -71,13 +69,6 @@ struct Channel {
     admitted_gen: u64,
 }
 
-struct Reservation {
-    token: u64,
-    relay: RelayId,
-    port: u16,
-    expires: Instant,
-}
-
 /// Result of request handling before it is written out.
 enum Answer {
     Error(u16),
@@ -102,7 +93,6 @@ impl Server {
             by_client: FxHashMap::default(),
             by_relay: FxHashMap::default(),
             per_user: FxHashMap::default(),
-            reservations: Vec::new(),
             next_sweep: None,
             indication_seq: 0,
             stats: Stats::default(),
@@ -176,7 +166,7 @@ impl Server {
         res
     }
 
-    /// Expire allocations, permissions, channels and reservations.
+    /// Expire allocations, permissions and channels.
     pub fn handle_timeout(&mut self, now: Now, relays: &mut dyn Relays) {
         if self.next_sweep.is_some_and(|t| t > now.mono) {
             return;
@@ -199,13 +189,6 @@ impl Server {
             a.perms.retain(|p| p.expires > now.mono);
             a.channels.retain(|c| c.expires > now.mono);
         }
-        self.reservations.retain(|r| {
-            let keep = r.expires > now.mono;
-            if !keep {
-                relays.close(r.relay);
-            }
-            keep
-        });
         self.schedule_sweep(now);
     }
 
@@ -224,7 +207,7 @@ impl Server {
     }
 
     fn schedule_sweep(&mut self, now: Now) {
-        self.next_sweep = if self.by_client.is_empty() && self.reservations.is_empty() {
+        self.next_sweep = if self.by_client.is_empty() {
             None
         } else {
             Some(now.mono + SWEEP_INTERVAL)
@@ -485,38 +468,19 @@ impl Server {
         }
         let lifetime = granted_lifetime(msg)?;
 
-        let (relay, port, reserved) = if let Some(token) = token {
-            let pos = self
-                .reservations
-                .iter()
-                .position(|r| r.token == token && r.expires > now.mono)
-                .ok_or(508u16)?;
-            let r = self.reservations.swap_remove(pos);
-            (r.relay, r.port, None)
-        } else {
-            let req = RelayRequest {
-                family: listener_family,
-                port: match even_port {
-                    Some(reserve_next) => PortRequest::Even { reserve_next },
-                    None => PortRequest::Any,
-                },
-                dont_fragment: msg.get(DONT_FRAGMENT).is_some(),
-                range: listener.relay_ports,
-            };
-            let opened = relays.open(req).map_err(|_| 508u16)?;
-            (opened.relay, opened.port, opened.reserved)
+        let req = RelayRequest {
+            family: listener_family,
+            port: match (token, even_port) {
+                (Some(token), _) => PortRequest::Reserved(token),
+                (None, Some(reserve_next)) => PortRequest::Even { reserve_next },
+                (None, None) => PortRequest::Any,
+            },
+            dont_fragment: msg.get(DONT_FRAGMENT).is_some(),
+            range: listener.relay_ports,
         };
+        let opened = relays.open(req).map_err(|_| 508u16)?;
+        let (relay, port, reservation_token) = (opened.relay, opened.port, opened.token);
         let relayed = SocketAddr::new(listener.relay_ip, port);
-        let reservation_token = reserved.map(|(relay, port)| {
-            let token = rand::random::<u64>();
-            self.reservations.push(Reservation {
-                token,
-                relay,
-                port,
-                expires: now.mono + RESERVATION_LIFETIME,
-            });
-            token
-        });
 
         let mut w = MessageWriter::new(out, Method::Allocate, Class::Success, msg.transaction_id())
             .map_err(|_| 500u16)?;

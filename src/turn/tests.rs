@@ -17,6 +17,8 @@ const REALM_: &str = "stunner.l7mp.io";
 struct FakeRelays {
     next: u32,
     open: BTreeSet<u32>,
+    /// Held reservations: token -> port.
+    reserved: Vec<(u64, u16)>,
     capacity: Option<usize>,
     last_request: Option<RelayRequest>,
 }
@@ -28,22 +30,30 @@ impl Relays for FakeRelays {
             return Err(RelayError::Exhausted);
         }
         let relay = self.next;
+        let mut port = 50_000 + 2 * relay as u16;
+        let mut token = None;
+        match req.port {
+            PortRequest::Reserved(t) => {
+                let pos = self
+                    .reserved
+                    .iter()
+                    .position(|r| r.0 == t)
+                    .ok_or(RelayError::UnknownToken)?;
+                port = self.reserved.swap_remove(pos).1;
+            }
+            PortRequest::Even { reserve_next: true } => {
+                let t = 1000 + u64::from(relay);
+                self.reserved.push((t, port + 1));
+                token = Some(t);
+            }
+            _ => {}
+        }
         self.next += 1;
         self.open.insert(relay);
-        let port = 50_000 + 2 * relay as u16;
-        let reserved = match req.port {
-            PortRequest::Even { reserve_next: true } => {
-                let r = self.next;
-                self.next += 1;
-                self.open.insert(r);
-                Some((RelayId(r), port + 1))
-            }
-            _ => None,
-        };
         Ok(Opened {
             relay: RelayId(relay),
             port,
-            reserved,
+            token,
         })
     }
 
@@ -764,8 +774,13 @@ fn even_port_reservation_round_trip() {
     let r = h.request(&mut c, Method::Allocate, &[udp(), (EVEN_PORT, vec![0x80])]);
     let m = Message::parse(&r).unwrap();
     assert_eq!(m.class(), Class::Success);
+    assert_eq!(
+        h.relays.last_request.unwrap().port,
+        PortRequest::Even { reserve_next: true }
+    );
     let token = m.get(RESERVATION_TOKEN).unwrap().to_vec();
-    assert_eq!(h.relays.open.len(), 2);
+    assert_eq!(h.relays.reserved.len(), 1);
+    // Another 5-tuple redeems the token and gets port + 1.
     let mut c2 = h.client("192.0.2.7:4001");
     let r = h.request(
         &mut c2,
@@ -776,7 +791,7 @@ fn even_port_reservation_round_trip() {
     let relayed =
         attr::decode_xor_addr(m.get(XOR_RELAYED_ADDRESS).unwrap(), m.transaction_id()).unwrap();
     assert_eq!(relayed.port(), 50_001);
-    assert_eq!(h.relays.open.len(), 2, "the reserved socket was reused");
+    assert!(h.relays.reserved.is_empty());
     let mut c3 = h.client("192.0.2.7:4002");
     let r = h.request(
         &mut c3,
@@ -784,12 +799,10 @@ fn even_port_reservation_round_trip() {
         &[udp(), (RESERVATION_TOKEN, token)],
     );
     assert_eq!(code_of(&r), Some(508), "a token works once");
-    // An unused reservation is released after 30 s.
+    // Without the R bit no token is handed out.
     let mut c4 = h.client("192.0.2.7:4003");
-    h.request(&mut c4, Method::Allocate, &[udp(), (EVEN_PORT, vec![0x80])]);
-    assert_eq!(h.relays.open.len(), 4);
-    h.advance(31);
-    assert_eq!(h.relays.open.len(), 3);
+    let r = h.request(&mut c4, Method::Allocate, &[udp(), (EVEN_PORT, vec![0x00])]);
+    assert!(Message::parse(&r).unwrap().get(RESERVATION_TOKEN).is_none());
 }
 
 #[test]

@@ -144,7 +144,7 @@ pub fn free_udp_port_pair() -> u16 {
     reserve_ports(2, false)
 }
 
-/// `n` consecutive UDP+TCP ports (for coturn's relay range and similar).
+/// `n` consecutive UDP ports (for coturn's relay range and similar).
 pub fn free_port_range(n: u16) -> u16 {
     reserve_ports(n, false)
 }
