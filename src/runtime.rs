@@ -5,8 +5,6 @@
 //! listener, its own relay sockets and its own TURN core), and waits for SIGTERM/SIGINT.
 
 use std::process::ExitCode;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use tracing::{error, info, warn};
 
@@ -14,9 +12,7 @@ use crate::cli::{Cli, Origin};
 use crate::config::{self, ListenerProtocol, StunnerConfig};
 use crate::log;
 use crate::snapshot::{Snapshot, Store};
-use crate::transport::udp::{self, Control};
-use crate::turn::Server;
-use crate::turn::auth::NonceKey;
+use crate::transport::pool::Workers;
 
 /// Run stunnerd with parsed flags; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
@@ -68,10 +64,10 @@ pub fn run(cli: Cli) -> ExitCode {
 
     let store = Store::new(snapshot);
     let workers = if cli.dry_run {
-        Vec::new()
+        None
     } else {
-        match start_workers(&store, cli.udp_threads()) {
-            Ok(w) => w,
+        match Workers::start(&store, cli.udp_threads()) {
+            Ok(w) => Some(w),
             Err(msg) => {
                 error!(target: "stunnerd", "{msg}");
                 eprintln!("stunnerd: {msg}");
@@ -79,16 +75,12 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
     };
-    info!(target: "stunnerd", "{} UDP worker(s) running", workers.len());
+    info!(target: "stunnerd", "{} UDP worker(s) running", cli.udp_threads());
 
     wait_for_signal();
     info!(target: "stunnerd", "shutting down");
-    for w in &workers {
-        let _ = w.control.send(Control::Stop);
-        let _ = w.handle.waker.wake();
-    }
-    for w in workers {
-        let _ = w.thread.join();
+    if let Some(w) = workers {
+        w.stop();
     }
     ExitCode::SUCCESS
 }
@@ -118,42 +110,6 @@ fn initial_config(
             "config origin {other}: loading configs from a CDS server is not supported yet by this build; use -c file://PATH or a TURN URI"
         )),
     }
-}
-
-struct WorkerThread {
-    control: mpsc::Sender<Control>,
-    handle: udp::Handle,
-    thread: JoinHandle<()>,
-}
-
-fn start_workers(store: &Store, n: usize) -> Result<Vec<WorkerThread>, String> {
-    let snap = store.load();
-    for l in &snap.listeners {
-        if l.protocol == ListenerProtocol::TurnUdp {
-            crate::transport::sockopt::ensure_udp_port_free(l.port)
-                .map_err(|e| format!("listener {}: UDP port {}: {e}", l.name, l.port))?;
-        }
-    }
-    let nonces = NonceKey::random();
-    let reservations = udp::Reservations::new();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let (tx, rx) = mpsc::channel();
-        let server = Server::new(nonces.clone());
-        let (worker, handle) =
-            udp::Worker::new(i, &snap, store.cache(), server, rx, reservations.clone())
-                .map_err(|e| e.to_string())?;
-        let thread = std::thread::Builder::new()
-            .name(format!("udp-worker-{i}"))
-            .spawn(move || worker.run())
-            .map_err(|e| format!("cannot start worker thread: {e}"))?;
-        out.push(WorkerThread {
-            control: tx,
-            handle,
-            thread,
-        });
-    }
-    Ok(out)
 }
 
 /// Block until SIGTERM or SIGINT.

@@ -13,7 +13,8 @@ use std::time::Duration;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use stunnerd::snapshot::{Snapshot, Store, long_term_key};
 use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
-use stunnerd::transport::udp::{Control, Reservations, Worker};
+use stunnerd::transport::relay::Reservations;
+use stunnerd::transport::udp::{Control, Worker};
 use stunnerd::turn::Server;
 use stunnerd::turn::auth::NonceKey;
 
@@ -159,9 +160,14 @@ fn steady_state_relaying_does_not_allocate() {
         assert_eq!(&buf[..2], &[0x00, 0x17], "a Data indication");
         assert!(n > 100);
     };
-    // Warm up: first packets may size lazily created structures.
-    for _ in 0..200 {
+    // Warm up long enough for the worker to publish its counters a few times: the first
+    // publications size the report's vectors.
+    let warm = std::time::Instant::now();
+    for _ in 0..20_000 {
         relay_round(&c, &mut buf);
+        if warm.elapsed() > Duration::from_millis(400) {
+            break;
+        }
     }
     let region = Region::new(GLOBAL);
     for _ in 0..ROUNDS {

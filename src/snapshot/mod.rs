@@ -67,6 +67,10 @@ pub struct Listener {
     pub routes: Vec<ClusterIdx>,
     /// Optional relay port range (our extension; upstream v1 ignores it).
     pub relay_ports: Option<(u16, u16)>,
+    /// Identity of the listener's sockets: when it changes between snapshots, the listener
+    /// restarts (dropping its allocations); otherwise it is reconciled in place. Upstream's
+    /// rule: name, protocol, raw address, port, certificate, key, or the realm.
+    pub signature: u64,
 }
 
 #[derive(Debug)]
@@ -144,6 +148,7 @@ impl Snapshot {
                     port: l.port,
                     routes,
                     relay_ports: l.min_relay_port.zip(l.max_relay_port),
+                    signature: listener_signature(l, &config.auth.realm),
                 }
             })
             .collect();
@@ -165,6 +170,22 @@ impl Snapshot {
             .enumerate()
             .find(|(_, l)| &*l.name == name)
     }
+}
+
+fn listener_signature(l: &crate::config::ListenerConfig, realm: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &l.name,
+        l.protocol.as_str(),
+        &l.address,
+        l.port,
+        &l.cert,
+        &l.key,
+        realm,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// The long-term credential key: MD5(username ":" realm ":" password) (RFC 8489 9.2.2).

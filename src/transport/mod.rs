@@ -10,7 +10,10 @@
 #![allow(unsafe_code)]
 
 pub mod mmsg;
+pub mod pool;
+pub mod relay;
 pub mod sockopt;
+pub mod stats;
 pub mod udp;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

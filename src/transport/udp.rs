@@ -2,24 +2,23 @@
 //! its TURN core.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::mmsg::{self, RecvBatch, SendBatch};
+use super::relay::{RELAY_BASE, RelayTable, Reservations};
 use super::sockopt;
+use super::stats::{ClusterCounters, ListenerCounters, StatsSlot};
 use super::{canonical_client, for_socket};
+use crate::config::ListenerProtocol;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
-use crate::turn::{
-    ClientCtx, ClientOutput, Family, HEADROOM, Now, Opened, PortRequest, RESERVATION_LIFETIME,
-    RelayError, RelayId, RelayRequest, Relays, Server, TransportId,
-};
-use std::os::fd::AsRawFd;
+use crate::turn::{ClientCtx, ClientOutput, HEADROOM, Now, RelayId, Server, TransportId};
 
 /// Datagrams per `recvmmsg` on a listener socket, and batches per wakeup before other
 /// sockets get their turn.
@@ -35,11 +34,10 @@ const MAX_DATAGRAM: usize = 4096;
 const SEND_SLOT: usize = MAX_DATAGRAM + 64;
 /// Longest sleep, so snapshot changes and timers are noticed without a wakeup.
 const MAX_WAIT: Duration = Duration::from_millis(500);
-/// Tries to find a free port for EVEN-PORT or a relay port range.
-const PORT_TRIES: usize = 128;
+/// How often the worker publishes its counters.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 const WAKER: Token = Token(usize::MAX);
-const RELAY_BASE: usize = 1 << 24;
 
 /// Messages from the runtime to a worker.
 #[derive(Debug)]
@@ -48,105 +46,33 @@ pub enum Control {
     Stop,
 }
 
-/// One listener socket of this worker.
+/// One listener socket of this worker. Its index in [`Worker::listeners`] is its
+/// [`TransportId`], stable for the socket's life.
 struct ListenerSock {
     name: Arc<str>,
+    signature: u64,
     socket: MioUdp,
     v6: bool,
     /// Datagrams for clients, sent as one batch per wakeup.
     tx: SendBatch,
-    /// Datagrams the kernel did not take (full send buffer).
-    tx_dropped: u64,
-    /// The kernel's receive-buffer drop counter for this socket.
-    kernel_drops: u32,
+    counters: ListenerCounters,
     /// (snapshot generation, index of this listener in that snapshot)
     at: (u64, Option<ListenerIdx>),
 }
 
-/// Relay sockets of one worker: the core's [`Relays`].
-pub struct RelayTable {
-    registry: mio::Registry,
-    sockets: Vec<Option<(MioUdp, bool)>>,
-    free: Vec<u32>,
-    reservations: Arc<Reservations>,
-}
-
-/// Ports held by RESERVATION-TOKENs (RFC 8656 EVEN-PORT with R), shared by all workers:
-/// the allocation that redeems a token comes from another 5-tuple, which the kernel may
-/// hash to another worker. Only Allocate requests touch it, never the data path.
-#[derive(Default)]
-pub struct Reservations {
-    held: Mutex<Vec<Reserved>>,
-}
-
-struct Reserved {
-    token: u64,
-    socket: UdpSocket,
-    port: u16,
-    family: Family,
-    expires: Instant,
-}
-
-impl Reservations {
-    pub fn new() -> Arc<Reservations> {
-        Arc::new(Reservations::default())
-    }
-
-    fn put(&self, socket: UdpSocket, port: u16, family: Family) -> u64 {
-        let token = rand::random::<u64>();
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        held.retain(|r| r.expires > now);
-        held.push(Reserved {
-            token,
-            socket,
-            port,
-            family,
-            expires: now + RESERVATION_LIFETIME,
-        });
-        token
-    }
-
-    fn take(&self, token: u64, family: Family) -> Option<(UdpSocket, u16)> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        held.retain(|r| r.expires > now);
-        let pos = held
-            .iter()
-            .position(|r| r.token == token && r.family == family)?;
-        let r = held.swap_remove(pos);
-        Some((r.socket, r.port))
-    }
-
-    /// Close the sockets of expired reservations.
-    pub fn sweep(&self) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        held.retain(|r| r.expires > now);
-    }
-
-    /// Reservations currently held.
-    pub fn len(&self) -> usize {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A UDP worker, built on the runtime thread and moved into its own thread by [`run`].
+/// A UDP worker, built on the runtime thread and moved into its own thread by
+/// [`Worker::run`].
 pub struct Worker {
     index: usize,
     poll: Poll,
-    listeners: Vec<ListenerSock>,
+    listeners: Vec<Option<ListenerSock>>,
     relays: RelayTable,
     server: Server,
     cache: SnapshotCache,
+    /// Generation whose listeners this worker has bound.
+    bound_generation: u64,
     control: Receiver<Control>,
+    stats: Arc<StatsSlot>,
     rx: RecvBatch,
     relay_rx: RecvBatch,
     scratch: Vec<u8>,
@@ -155,10 +81,11 @@ pub struct Worker {
 /// The runtime's handle on a worker.
 pub struct Handle {
     pub waker: Arc<Waker>,
+    pub stats: Arc<StatsSlot>,
 }
 
 impl Worker {
-    /// Bind this worker's socket for every TURN-UDP listener in `snap`.
+    /// Bind this worker's sockets for every TURN-UDP listener in `snap`.
     pub fn new(
         index: usize,
         snap: &Snapshot,
@@ -169,55 +96,28 @@ impl Worker {
     ) -> io::Result<(Worker, Handle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut listeners = Vec::new();
-        for (idx, l) in snap.listeners.iter().enumerate() {
-            if l.protocol != crate::config::ListenerProtocol::TurnUdp {
-                continue;
-            }
-            let socks = sockopt::listener_sockets(l.port).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
-                )
-            })?;
-            for std_sock in socks {
-                let v6 = std_sock.local_addr()?.is_ipv6();
-                // Best effort: without it only the drop counter is missing.
-                let _ = mmsg::enable_rxq_ovfl(std_sock.as_raw_fd());
-                let mut socket = MioUdp::from_std(std_sock);
-                let token = Token(listeners.len());
-                poll.registry()
-                    .register(&mut socket, token, Interest::READABLE)?;
-                listeners.push(ListenerSock {
-                    name: l.name.clone(),
-                    socket,
-                    v6,
-                    tx: SendBatch::new(SEND_BATCH, SEND_SLOT),
-                    tx_dropped: 0,
-                    kernel_drops: 0,
-                    at: (snap.generation, Some(idx)),
-                });
-            }
-        }
-        let relays = RelayTable {
-            registry: poll.registry().try_clone()?,
-            sockets: Vec::new(),
-            free: Vec::new(),
-            reservations,
-        };
-        let worker = Worker {
+        let relays = RelayTable::new(poll.registry().try_clone()?, reservations);
+        let stats = StatsSlot::new();
+        let mut worker = Worker {
             index,
             poll,
-            listeners,
+            listeners: Vec::new(),
             relays,
             server,
             cache,
+            bound_generation: snap.generation,
             control,
+            stats: stats.clone(),
             rx: RecvBatch::new(LISTENER_BATCH, HEADROOM + MAX_DATAGRAM + 1, HEADROOM),
             relay_rx: RecvBatch::new(RELAY_BATCH, HEADROOM + MAX_DATAGRAM + 1, HEADROOM),
             scratch: vec![0; SEND_SLOT],
         };
-        Ok((worker, Handle { waker }))
+        for (idx, l) in snap.listeners.iter().enumerate() {
+            if l.protocol == ListenerProtocol::TurnUdp {
+                worker.bind_listener(snap, idx)?;
+            }
+        }
+        Ok((worker, Handle { waker, stats }))
     }
 
     /// The event loop. Returns when told to stop.
@@ -226,16 +126,17 @@ impl Worker {
         // Tokens whose socket still had data when its budget ran out, and this round's.
         let mut pending: Vec<Token> = Vec::with_capacity(1024);
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
-        let mut next_reservation_sweep = Instant::now();
+        let mut next_sweep = Instant::now();
+        let mut next_publish = Instant::now();
         loop {
             let timeout = if pending.is_empty() {
-                let now = std::time::Instant::now();
+                let now = Instant::now();
                 let next = self
                     .server
                     .poll_timeout()
                     .map(|t| t.saturating_duration_since(now))
                     .unwrap_or(MAX_WAIT);
-                Some(next.min(MAX_WAIT))
+                Some(next.min(MAX_WAIT).min(PUBLISH_EVERY))
             } else {
                 Some(Duration::ZERO)
             };
@@ -247,6 +148,9 @@ impl Worker {
             }
             let snap = Arc::clone(self.cache.load());
             let now = Now::read();
+            if snap.generation != self.bound_generation {
+                self.reconcile(&snap);
+            }
             ready.clear();
             ready.append(&mut pending);
             for ev in events.iter() {
@@ -272,9 +176,13 @@ impl Worker {
             }
             self.flush();
             self.server.handle_timeout(now, &mut self.relays);
-            if now.mono >= next_reservation_sweep {
+            if now.mono >= next_sweep {
                 self.relays.reservations.sweep();
-                next_reservation_sweep = now.mono + Duration::from_secs(1);
+                next_sweep = now.mono + Duration::from_secs(1);
+            }
+            if now.mono >= next_publish {
+                self.publish(&snap);
+                next_publish = now.mono + PUBLISH_EVERY;
             }
         }
     }
@@ -287,11 +195,138 @@ impl Worker {
         }
     }
 
+    /// Follow a new snapshot: close the sockets of removed or changed listeners (and the
+    /// allocations on them), bind sockets for new or changed ones. Listeners whose
+    /// signature did not change keep their sockets and allocations.
+    fn reconcile(&mut self, snap: &Snapshot) {
+        for id in 0..self.listeners.len() {
+            let Some(l) = &self.listeners[id] else {
+                continue;
+            };
+            let keep = snap.listener(&l.name).is_some_and(|(_, n)| {
+                n.signature == l.signature && n.protocol == ListenerProtocol::TurnUdp
+            });
+            if !keep {
+                self.close_listener(id);
+            }
+        }
+        for (idx, l) in snap.listeners.iter().enumerate() {
+            if l.protocol != ListenerProtocol::TurnUdp {
+                continue;
+            }
+            let bound = self.listeners.iter().flatten().any(|s| s.name == l.name);
+            if bound {
+                continue;
+            }
+            if let Err(e) = self.bind_listener(snap, idx) {
+                // The runtime checked the port before publishing the snapshot; losing a
+                // race for it is logged, and the other listeners go on.
+                warn!(target: "stunner", "worker {}: {e}", self.index);
+            }
+        }
+        self.bound_generation = snap.generation;
+    }
+
+    fn bind_listener(&mut self, snap: &Snapshot, idx: ListenerIdx) -> io::Result<()> {
+        let Some(l) = snap.listeners.get(idx) else {
+            return Ok(());
+        };
+        let socks = sockopt::listener_sockets(l.port).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
+            )
+        })?;
+        for std_sock in socks {
+            let v6 = std_sock.local_addr()?.is_ipv6();
+            // Best effort: without it only the drop counter is missing.
+            let _ = mmsg::enable_rxq_ovfl(std_sock.as_raw_fd());
+            let mut socket = MioUdp::from_std(std_sock);
+            let id = match self.listeners.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    self.listeners.push(None);
+                    self.listeners.len() - 1
+                }
+            };
+            self.poll
+                .registry()
+                .register(&mut socket, Token(id), Interest::READABLE)?;
+            self.listeners[id] = Some(ListenerSock {
+                name: l.name.clone(),
+                signature: l.signature,
+                socket,
+                v6,
+                tx: SendBatch::new(SEND_BATCH, SEND_SLOT),
+                counters: ListenerCounters {
+                    name: l.name.clone(),
+                    protocol: l.protocol.as_str(),
+                    connections: 1,
+                    connections_total: 1,
+                    ..ListenerCounters::default()
+                },
+                at: (snap.generation, Some(idx)),
+            });
+        }
+        debug!(target: "listener", "worker {}: listener {} bound on UDP port {}", self.index, l.name, l.port);
+        Ok(())
+    }
+
+    fn close_listener(&mut self, id: usize) {
+        let Some(mut l) = self.listeners.get_mut(id).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut l.socket);
+        self.server
+            .close_transport(TransportId(id as u32), &mut self.relays);
+        info!(target: "listener", "worker {}: listener {} closed", self.index, l.name);
+    }
+
+    /// Copy the counters into the shared slot.
+    fn publish(&mut self, snap: &Snapshot) {
+        let Worker {
+            listeners,
+            server,
+            stats,
+            ..
+        } = self;
+        stats.publish(|r| {
+            r.allocations = server.allocation_count() as u64;
+            r.core = *server.stats();
+            r.generation = snap.generation;
+            r.listeners.clear();
+            for l in listeners.iter().flatten() {
+                match r.listeners.iter_mut().find(|c| c.name == l.name) {
+                    Some(c) => {
+                        c.rx_packets += l.counters.rx_packets;
+                        c.rx_bytes += l.counters.rx_bytes;
+                        c.tx_packets += l.counters.tx_packets;
+                        c.tx_bytes += l.counters.tx_bytes;
+                        c.kernel_rx_drops += l.counters.kernel_rx_drops;
+                        c.tx_drops += l.counters.tx_drops;
+                    }
+                    // The IPv4 and IPv6 sockets of one listener count as one socket.
+                    None => r.listeners.push(l.counters.clone()),
+                }
+            }
+            r.clusters.clear();
+            server.for_each_cluster(|name, t| {
+                r.clusters.push(ClusterCounters {
+                    name: name.clone(),
+                    rx_packets: t.rx_packets,
+                    rx_bytes: t.rx_bytes,
+                    tx_packets: t.tx_packets,
+                    tx_bytes: t.tx_bytes,
+                })
+            });
+        });
+    }
+
     /// Send every queued datagram of every listener.
     fn flush(&mut self) {
-        for l in &mut self.listeners {
+        for l in self.listeners.iter_mut().flatten() {
             if !l.tx.is_empty() {
-                l.tx_dropped += l.tx.flush(l.socket.as_raw_fd()) as u64;
+                l.counters.tx_drops += l.tx.flush(l.socket.as_raw_fd()) as u64;
             }
         }
     }
@@ -299,10 +334,7 @@ impl Worker {
     /// Handle up to [`LISTENER_ROUNDS`] batches from a listener socket; true if more may
     /// wait.
     fn drain_listener(&mut self, now: Now, snap: &Snapshot, index: usize) -> bool {
-        let Some(listener_idx) = self.listener_index(index, snap) else {
-            // The listener is gone from the config: drain and drop.
-            return self.discard(index);
-        };
+        let listener_idx = self.listener_index(index, snap);
         let Worker {
             listeners,
             rx,
@@ -310,7 +342,7 @@ impl Worker {
             relays,
             ..
         } = self;
-        let Some(l) = listeners.get_mut(index) else {
+        let Some(Some(l)) = listeners.get_mut(index) else {
             return false;
         };
         let fd = l.socket.as_raw_fd();
@@ -326,9 +358,12 @@ impl Worker {
                 let Some((slot, len, from)) = rx.get(i) else {
                     continue;
                 };
-                if len == 0 {
-                    continue; // truncated
-                }
+                l.counters.rx_packets += 1;
+                l.counters.rx_bytes += len as u64;
+                // Truncated, or the listener is gone from the config: drop.
+                let Some(listener_idx) = listener_idx.filter(|_| len > 0) else {
+                    continue;
+                };
                 let client = canonical_client(from);
                 let ctx = ClientCtx {
                     transport: TransportId(index as u32),
@@ -336,7 +371,7 @@ impl Worker {
                     client,
                 };
                 if l.tx.is_full() {
-                    l.tx_dropped += l.tx.flush(fd) as u64;
+                    l.counters.tx_drops += l.tx.flush(fd) as u64;
                 }
                 let Some(out) = l.tx.next_slot() else {
                     continue;
@@ -344,7 +379,11 @@ impl Worker {
                 let bytes = &slot[HEADROOM..HEADROOM + len];
                 match server.handle_client(now, snap, ctx, bytes, out, relays) {
                     ClientOutput::Drop(_) => {}
-                    ClientOutput::Reply(n) => l.tx.push(n, for_socket(client, l.v6)),
+                    ClientOutput::Reply(n) => {
+                        l.counters.tx_packets += 1;
+                        l.counters.tx_bytes += n as u64;
+                        l.tx.push(n, for_socket(client, l.v6));
+                    }
                     ClientOutput::Forward {
                         relay,
                         peer,
@@ -356,7 +395,7 @@ impl Worker {
                     }
                 }
             }
-            l.kernel_drops = rx.kernel_drops();
+            l.counters.kernel_rx_drops = u64::from(rx.kernel_drops());
             if n < rx.capacity() {
                 return false;
             }
@@ -392,150 +431,26 @@ impl Worker {
             let Ok(to) = server.handle_peer(now, snap, relay, peer, slot, len, scratch) else {
                 continue;
             };
-            if let Some(l) = listeners.get_mut(to.transport.0 as usize) {
+            if let Some(Some(l)) = listeners.get_mut(to.transport.0 as usize) {
                 if l.tx.is_full() {
-                    l.tx_dropped += l.tx.flush(l.socket.as_raw_fd()) as u64;
+                    l.counters.tx_drops += l.tx.flush(l.socket.as_raw_fd()) as u64;
                 }
-                l.tx.push_copy(to.bytes, for_socket(to.client, l.v6));
+                if l.tx.push_copy(to.bytes, for_socket(to.client, l.v6)) {
+                    l.counters.tx_packets += 1;
+                    l.counters.tx_bytes += to.bytes.len() as u64;
+                }
             }
         }
         n == relay_rx.capacity()
     }
 
-    fn discard(&mut self, index: usize) -> bool {
-        let Some(l) = self.listeners.get(index) else {
-            return false;
-        };
-        match self.rx.recv(l.socket.as_raw_fd(), self.rx.capacity()) {
-            Ok(n) => n == self.rx.capacity(),
-            Err(_) => false,
-        }
-    }
-
     /// The index of listener socket `index` in `snap`, re-resolved by name when the
     /// snapshot generation changed.
     fn listener_index(&mut self, index: usize, snap: &Snapshot) -> Option<ListenerIdx> {
-        let l = self.listeners.get_mut(index)?;
+        let l = self.listeners.get_mut(index)?.as_mut()?;
         if l.at.0 != snap.generation {
             l.at = (snap.generation, snap.listener(&l.name).map(|(i, _)| i));
         }
         l.at.1
-    }
-}
-
-impl RelayTable {
-    fn get(&self, relay: RelayId) -> Option<(&MioUdp, bool)> {
-        self.sockets
-            .get(relay.0 as usize)
-            .and_then(Option::as_ref)
-            .map(|(s, v6)| (s, *v6))
-    }
-
-    fn add(&mut self, socket: UdpSocket, v6: bool) -> io::Result<RelayId> {
-        let mut socket = MioUdp::from_std(socket);
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.sockets.push(None);
-                (self.sockets.len() - 1) as u32
-            }
-        };
-        if let Err(e) = self.registry.register(
-            &mut socket,
-            Token(RELAY_BASE + id as usize),
-            Interest::READABLE,
-        ) {
-            self.free.push(id);
-            return Err(e);
-        }
-        self.sockets[id as usize] = Some((socket, v6));
-        Ok(RelayId(id))
-    }
-
-    fn bind(family: Family, port: u16) -> io::Result<UdpSocket> {
-        let ip = match family {
-            Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
-        sockopt::relay_socket(SocketAddr::new(ip, port))
-    }
-
-    /// A socket on a random free port of `range` (default: the IANA dynamic range), even
-    /// if asked, plus the socket holding port + 1 when `reserve_next`.
-    fn bind_in_range(
-        family: Family,
-        range: Option<(u16, u16)>,
-        even: bool,
-        reserve_next: bool,
-    ) -> Result<(UdpSocket, Option<(UdpSocket, u16)>), RelayError> {
-        let (lo, hi) = range.unwrap_or((49152, 65535));
-        for _ in 0..PORT_TRIES {
-            let port = Self::random_port(Some((lo, hi)), even);
-            if port == 0 || port < lo || (reserve_next && port >= hi) {
-                continue;
-            }
-            let Ok(sock) = Self::bind(family, port) else {
-                continue;
-            };
-            if !reserve_next {
-                return Ok((sock, None));
-            }
-            if let Ok(next) = Self::bind(family, port + 1) {
-                return Ok((sock, Some((next, port + 1))));
-            }
-        }
-        Err(RelayError::Exhausted)
-    }
-
-    fn random_port(range: Option<(u16, u16)>, even: bool) -> u16 {
-        let (lo, hi) = range.unwrap_or((49152, 65535));
-        let p = rand::random_range(lo..=hi);
-        if even { p & !1 } else { p }
-    }
-}
-
-impl Relays for RelayTable {
-    fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
-        let v6 = req.family == Family::V6;
-        let mut reserved = None;
-        let socket = match req.port {
-            PortRequest::Reserved(token) => {
-                let (sock, _) = self
-                    .reservations
-                    .take(token, req.family)
-                    .ok_or(RelayError::UnknownToken)?;
-                sock
-            }
-            PortRequest::Any if req.range.is_none() => {
-                Self::bind(req.family, 0).map_err(|_| RelayError::Exhausted)?
-            }
-            PortRequest::Any | PortRequest::Even { .. } => {
-                let reserve_next = req.port == PortRequest::Even { reserve_next: true };
-                let even = req.port != PortRequest::Any;
-                let (sock, next) = Self::bind_in_range(req.family, req.range, even, reserve_next)?;
-                reserved = next;
-                sock
-            }
-        };
-        if req.dont_fragment {
-            let _ = sockopt::set_dont_fragment(&socket, v6);
-        }
-        let port = socket
-            .local_addr()
-            .map_err(|_| RelayError::Exhausted)?
-            .port();
-        let relay = self.add(socket, v6).map_err(|_| RelayError::Exhausted)?;
-        let token = reserved.map(|(sock, p)| self.reservations.put(sock, p, req.family));
-        Ok(Opened { relay, port, token })
-    }
-
-    fn close(&mut self, relay: RelayId) {
-        let Some(slot) = self.sockets.get_mut(relay.0 as usize) else {
-            return;
-        };
-        if let Some((mut sock, _)) = slot.take() {
-            let _ = self.registry.deregister(&mut sock);
-            self.free.push(relay.0);
-        }
     }
 }

@@ -8,11 +8,13 @@
 pub mod auth;
 pub mod policy;
 mod server;
+mod tally;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use server::Server;
+pub use tally::ClusterTraffic;
 
 /// Default allocation lifetime (RFC 8656 section 3.2).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);

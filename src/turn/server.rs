@@ -8,12 +8,13 @@ use rustc_hash::FxHashMap;
 
 use super::auth::{self, AuthError, Authenticated, NonceKey};
 use super::policy;
+use super::tally::{ClusterTraffic, Tally};
 use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
     HEADROOM, MAX_ALLOCATIONS, MAX_CHANNELS, MAX_LIFETIME, MAX_PERMISSIONS, Now,
     PERMISSION_LIFETIME, PortRequest, RelayId, RelayRequest, Relays, Stats, ToClient, TransportId,
 };
-use crate::snapshot::{ListenerIdx, Snapshot};
+use crate::snapshot::{ClusterIdx, ListenerIdx, Snapshot};
 use crate::stun::attr::{self, *};
 use crate::stun::{
     CHANNEL_HEADER_LEN, ChannelData, Class, Kind, Message, MessageWriter, Method, StunError,
@@ -38,6 +39,7 @@ pub struct Server {
     /// Counter behind the transaction ids of Data indications.
     indication_seq: u64,
     stats: Stats,
+    clusters: Tally,
 }
 
 struct Allocation {
@@ -65,8 +67,10 @@ struct Channel {
     number: u16,
     peer: SocketAddr,
     expires: Instant,
-    /// Snapshot generation at which `peer` was last admitted by policy.
+    /// Snapshot generation at which `peer` was last admitted by policy, and the cluster
+    /// that admitted it.
     admitted_gen: u64,
+    cluster: ClusterIdx,
 }
 
 /// Result of request handling before it is written out.
@@ -96,11 +100,17 @@ impl Server {
             next_sweep: None,
             indication_seq: 0,
             stats: Stats::default(),
+            clusters: Tally::default(),
         }
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Traffic per cluster so far, by name.
+    pub fn for_each_cluster(&self, f: impl FnMut(&Arc<str>, ClusterTraffic)) {
+        self.clusters.for_each(f)
     }
 
     /// Live allocations.
@@ -250,18 +260,20 @@ impl Server {
         };
         if ch.admitted_gen != snap.generation {
             // The config changed since this channel was admitted: ask the policy again.
-            let listener = &a.listener;
-            let ok = snap
-                .listener(listener)
-                .is_some_and(|(_, l)| policy::admit(snap, l, ch.peer).is_ok());
-            if !ok {
+            let admitted = snap
+                .listener(&a.listener)
+                .and_then(|(_, l)| policy::admit(snap, l, ch.peer).ok());
+            let Some(cluster) = admitted else {
                 return ClientOutput::Drop(DropReason::Forbidden);
-            }
+            };
             ch.admitted_gen = snap.generation;
+            ch.cluster = cluster;
         }
+        let (peer, cluster) = (ch.peer, ch.cluster);
+        self.clusters.count(snap, cluster, true, cd.data.len());
         ClientOutput::Forward {
             relay,
-            peer: ch.peer,
+            peer,
             payload: cd.data,
         }
     }
@@ -316,11 +328,14 @@ impl Server {
         if !a.permits(peer, now.mono) {
             return ClientOutput::Drop(DropReason::NoPermission);
         }
-        if let Err(r) = admit_for(a, snap, peer) {
-            return ClientOutput::Drop(r);
-        }
+        let cluster = match admit_for(a, snap, peer) {
+            Ok(c) => c,
+            Err(r) => return ClientOutput::Drop(r),
+        };
+        let relay = a.relay;
+        self.clusters.count(snap, cluster, true, data.len());
         ClientOutput::Forward {
-            relay: a.relay,
+            relay,
             peer,
             payload: data,
         }
@@ -642,7 +657,7 @@ impl Server {
         if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
             return Err(443);
         }
-        admit_for(a, snap, peer).map_err(|_| 403u16)?;
+        let cluster = admit_for(a, snap, peer).map_err(|_| 403u16)?;
         let expires = now.mono + CHANNEL_LIFETIME;
         let by_number = a.channels.iter().position(|c| c.number == number);
         let by_peer = a.channels.iter().position(|c| c.peer == peer);
@@ -650,6 +665,7 @@ impl Server {
             (Some(i), Some(j)) if i == j => {
                 a.channels[i].expires = expires;
                 a.channels[i].admitted_gen = snap.generation;
+                a.channels[i].cluster = cluster;
             }
             (None, None) => {
                 if a.channels.len() >= MAX_CHANNELS {
@@ -660,6 +676,7 @@ impl Server {
                     peer,
                     expires,
                     admitted_gen: snap.generation,
+                    cluster,
                 });
             }
             // The number is bound to another peer, or the peer to another number.
@@ -784,15 +801,17 @@ impl Server {
             .find(|c| c.peer == peer && c.expires > now.mono)
         {
             if ch.admitted_gen != snap.generation {
-                let ok = snap
+                let admitted = snap
                     .listener(&a.listener)
-                    .is_some_and(|(_, l)| policy::admit(snap, l, peer).is_ok());
-                if !ok {
+                    .and_then(|(_, l)| policy::admit(snap, l, peer).ok());
+                let Some(cluster) = admitted else {
                     return Err(DropReason::Forbidden);
-                }
+                };
                 ch.admitted_gen = snap.generation;
+                ch.cluster = cluster;
             }
-            let number = ch.number;
+            let (number, cluster) = (ch.number, ch.cluster);
+            self.clusters.count(snap, cluster, false, len);
             let data_len = u16::try_from(len).map_err(|_| DropReason::TooBig)?;
             let frame = buf.get_mut(..HEADROOM + len).ok_or(DropReason::TooBig)?;
             let (head, _) = frame
@@ -912,11 +931,13 @@ impl Allocation {
 
 /// Peer admission for an allocation: resolve its listener in this snapshot, then ask the
 /// one policy function.
-fn admit_for(a: &mut Allocation, snap: &Snapshot, peer: SocketAddr) -> Result<(), DropReason> {
+fn admit_for(
+    a: &mut Allocation,
+    snap: &Snapshot,
+    peer: SocketAddr,
+) -> Result<ClusterIdx, DropReason> {
     let listener = listener_of(a, snap).ok_or(DropReason::NoListener)?;
-    policy::admit(snap, listener, peer)
-        .map(|_| ())
-        .map_err(|_| DropReason::Forbidden)
+    policy::admit(snap, listener, peer).map_err(|_| DropReason::Forbidden)
 }
 
 /// Whether any port of `ip` could be admitted (permissions are per IP).

@@ -890,3 +890,42 @@ fn hostile_sequences_never_panic_or_leak() {
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.relays.open.is_empty());
 }
+
+#[test]
+fn cluster_traffic_is_counted_per_cluster_and_survives_generations() {
+    let mut h = Harness::new(&[("a", &["127.0.0.1/32"]), ("b", &["8.8.8.8"])]);
+    let mut c = h.client("192.0.2.7:4000");
+    h.allocate(&mut c);
+    h.request(
+        &mut c,
+        Method::ChannelBind,
+        &[channel(0x4000), peer_attr("127.0.0.1:7000")],
+    );
+    h.request(&mut c, Method::CreatePermission, &[peer_attr("8.8.8.8:53")]);
+    h.send(&c, &channel_data(0x4000, b"abc"));
+    h.send(&c, &send_indication("8.8.8.8:53", b"12345"));
+    h.peer(0, "127.0.0.1:7000", b"xy").unwrap();
+    let mut next = snapshot_with_clusters(&[("a", &["127.0.0.1/32"]), ("b", &["8.8.8.8"])]);
+    next.generation = 2;
+    h.snap = next;
+    h.send(&c, &channel_data(0x4000, b"abcd"));
+    let mut seen = Vec::new();
+    h.server
+        .for_each_cluster(|n, t| seen.push((n.to_string(), t)));
+    seen.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, "a");
+    assert_eq!(
+        (
+            seen[0].1.tx_packets,
+            seen[0].1.tx_bytes,
+            seen[0].1.rx_packets,
+            seen[0].1.rx_bytes
+        ),
+        (2, 7, 1, 2)
+    );
+    assert_eq!(
+        (seen[1].0.as_str(), seen[1].1.tx_packets, seen[1].1.tx_bytes),
+        ("b", 1, 5)
+    );
+}

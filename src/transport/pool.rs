@@ -1,0 +1,109 @@
+//! The set of UDP worker threads, as the runtime sees it.
+
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use super::relay::Reservations;
+use super::sockopt;
+use super::stats::{StatsSlot, WorkerReport, sum};
+use super::udp::{self, Control};
+use crate::config::ListenerProtocol;
+use crate::snapshot::{Snapshot, Store};
+use crate::turn::Server;
+use crate::turn::auth::NonceKey;
+
+/// Running workers. Each follows the store's current snapshot by itself: listeners are
+/// bound, restarted or closed in every worker when a new generation appears.
+pub struct Workers {
+    threads: Vec<WorkerThread>,
+}
+
+struct WorkerThread {
+    control: mpsc::Sender<Control>,
+    handle: udp::Handle,
+    thread: JoinHandle<()>,
+}
+
+impl Workers {
+    /// Start `n` workers (at least one) on the store's current snapshot.
+    pub fn start(store: &Store, n: usize) -> Result<Workers, String> {
+        let snap = store.load();
+        check_bindable(None, &snap)?;
+        let nonces = NonceKey::random();
+        let reservations = Reservations::new();
+        let mut threads = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let (tx, rx) = mpsc::channel();
+            let server = Server::new(nonces.clone());
+            let (worker, handle) =
+                udp::Worker::new(i, &snap, store.cache(), server, rx, reservations.clone())
+                    .map_err(|e| e.to_string())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("udp-worker-{i}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            threads.push(WorkerThread {
+                control: tx,
+                handle,
+                thread,
+            });
+        }
+        Ok(Workers { threads })
+    }
+
+    /// Each worker's published counters.
+    pub fn stats(&self) -> Vec<Arc<StatsSlot>> {
+        self.threads
+            .iter()
+            .map(|t| t.handle.stats.clone())
+            .collect()
+    }
+
+    /// The counters of all workers, summed.
+    pub fn report(&self) -> WorkerReport {
+        let reports: Vec<WorkerReport> =
+            self.threads.iter().map(|t| t.handle.stats.read()).collect();
+        sum(&reports)
+    }
+
+    /// Wake every worker, so a new snapshot is picked up at once rather than within the
+    /// workers' longest sleep.
+    pub fn nudge(&self) {
+        for t in &self.threads {
+            let _ = t.handle.waker.wake();
+        }
+    }
+
+    /// Stop every worker and wait for it; closes all sockets.
+    pub fn stop(self) {
+        for t in &self.threads {
+            let _ = t.control.send(Control::Stop);
+            let _ = t.handle.waker.wake();
+        }
+        for t in self.threads {
+            let _ = t.thread.join();
+        }
+    }
+}
+
+/// Before publishing `next`, check that every UDP port it needs and `current` does not
+/// already hold is free, so a config that cannot be applied is refused whole and the
+/// running one stays (upstream rolls back on a bind failure).
+pub fn check_bindable(current: Option<&Snapshot>, next: &Snapshot) -> Result<(), String> {
+    for l in &next.listeners {
+        if l.protocol != ListenerProtocol::TurnUdp {
+            continue;
+        }
+        let held = current.is_some_and(|cur| {
+            cur.listeners
+                .iter()
+                .any(|c| c.protocol == ListenerProtocol::TurnUdp && c.port == l.port)
+        });
+        if held {
+            continue;
+        }
+        sockopt::ensure_udp_port_free(l.port)
+            .map_err(|e| format!("listener {}: UDP port {}: {e}", l.name, l.port))?;
+    }
+    Ok(())
+}
