@@ -186,6 +186,11 @@ impl ListenerProtocol {
         matches!(self, ListenerProtocol::TurnTls | ListenerProtocol::TurnDtls)
     }
 
+    /// Whether the transport underneath is TCP (TURN-TCP, TURN-TLS).
+    pub fn uses_tcp(self) -> bool {
+        matches!(self, ListenerProtocol::TurnTcp | ListenerProtocol::TurnTls)
+    }
+
     /// Whether the transport underneath is datagram-based (UDP, DTLS).
     pub fn is_datagram(self) -> bool {
         matches!(self, ListenerProtocol::TurnUdp | ListenerProtocol::TurnDtls)

@@ -4,6 +4,8 @@
 //! the one [`Store`]. Workers read it through a per-thread cache; every snapshot carries a
 //! generation number so cached decisions (a channel's admission) can be revalidated lazily.
 
+pub mod tls;
+
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,6 +73,11 @@ pub struct Listener {
     /// restarts (dropping its allocations); otherwise it is reconciled in place. Upstream's
     /// rule: name, protocol, raw address, port, certificate, key, or the realm.
     pub signature: u64,
+    /// TURN-TLS: the rustls config, or why the certificate could not be loaded (the
+    /// listener then stays down; the rest of the config runs).
+    pub tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
+    /// TURN-DTLS: the certificate and key, checked to load with openssl.
+    pub dtls: Option<Result<tls::PemPair, String>>,
 }
 
 #[derive(Debug)]
@@ -149,6 +156,14 @@ impl Snapshot {
                     routes,
                     relay_ports: l.min_relay_port.zip(l.max_relay_port),
                     signature: listener_signature(l, &config.auth.realm),
+                    tls: (l.protocol == ListenerProtocol::TurnTls).then(|| {
+                        tls::pem_pair(&l.cert, &l.key, l.relay_ip())
+                            .and_then(|pem| tls::rustls_config(&pem))
+                    }),
+                    dtls: (l.protocol == ListenerProtocol::TurnDtls).then(|| {
+                        tls::pem_pair(&l.cert, &l.key, l.relay_ip())
+                            .and_then(|pem| tls::openssl_pair(&pem).map(|_| pem))
+                    }),
                 }
             })
             .collect();

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod relay;
 pub mod sockopt;
 pub mod stats;
+pub mod stream;
 pub mod udp;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

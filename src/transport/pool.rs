@@ -91,19 +91,28 @@ impl Workers {
 /// running one stays (upstream rolls back on a bind failure).
 pub fn check_bindable(current: Option<&Snapshot>, next: &Snapshot) -> Result<(), String> {
     for l in &next.listeners {
-        if l.protocol != ListenerProtocol::TurnUdp {
-            continue;
-        }
+        let tcp = matches!(
+            l.protocol,
+            ListenerProtocol::TurnTcp | ListenerProtocol::TurnTls
+        );
         let held = current.is_some_and(|cur| {
-            cur.listeners
-                .iter()
-                .any(|c| c.protocol == ListenerProtocol::TurnUdp && c.port == l.port)
+            cur.listeners.iter().any(|c| {
+                c.port == l.port
+                    && matches!(
+                        c.protocol,
+                        ListenerProtocol::TurnTcp | ListenerProtocol::TurnTls
+                    ) == tcp
+            })
         });
         if held {
             continue;
         }
-        sockopt::ensure_udp_port_free(l.port)
-            .map_err(|e| format!("listener {}: UDP port {}: {e}", l.name, l.port))?;
+        let (check, proto) = if tcp {
+            (sockopt::ensure_tcp_port_free(l.port), "TCP")
+        } else {
+            (sockopt::ensure_udp_port_free(l.port), "UDP")
+        };
+        check.map_err(|e| format!("listener {}: {proto} port {}: {e}", l.name, l.port))?;
     }
     Ok(())
 }

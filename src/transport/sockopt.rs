@@ -1,7 +1,7 @@
 //! Socket creation and the few options the safe crates do not cover.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -26,6 +26,51 @@ pub fn listener_sockets(port: u16) -> io::Result<Vec<UdpSocket>> {
         Err(e) => return Err(e),
     }
     Ok(out)
+}
+
+/// Non-blocking TCP listener sockets with SO_REUSEPORT on `0.0.0.0:port` and, when the
+/// host has IPv6, `[::]:port` (IPv6 only), one group per worker as for UDP.
+pub fn tcp_listener_sockets(port: u16) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = vec![bind_tcp(
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        true,
+    )?];
+    match bind_tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), true) {
+        Ok(s) => out.push(s),
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(out)
+}
+
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Like [`ensure_udp_port_free`], for TCP.
+pub fn ensure_tcp_port_free(port: u16) -> io::Result<()> {
+    for ip in [
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    ] {
+        match bind_tcp(SocketAddr::new(ip, port), false) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Fail with `AddrInUse` when any socket, ours or another process's, holds UDP `port`.

@@ -15,6 +15,7 @@ use super::mmsg::{self, RecvBatch, SendBatch};
 use super::relay::{RELAY_BASE, RelayTable, Reservations};
 use super::sockopt;
 use super::stats::{ClusterCounters, ListenerCounters, StatsSlot};
+use super::stream::{CONN_BASE, Conn, STREAM_LISTENER_BASE, StreamListener};
 use super::{canonical_client, for_socket};
 use crate::config::ListenerProtocol;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
@@ -63,11 +64,13 @@ struct ListenerSock {
 /// A UDP worker, built on the runtime thread and moved into its own thread by
 /// [`Worker::run`].
 pub struct Worker {
-    index: usize,
-    poll: Poll,
+    pub(super) index: usize,
+    pub(super) poll: Poll,
     listeners: Vec<Option<ListenerSock>>,
-    relays: RelayTable,
-    server: Server,
+    pub(super) stream_listeners: Vec<Option<StreamListener>>,
+    pub(super) conns: Vec<Option<Conn>>,
+    pub(super) relays: RelayTable,
+    pub(super) server: Server,
     cache: SnapshotCache,
     /// Generation whose listeners this worker has bound.
     bound_generation: u64,
@@ -75,7 +78,40 @@ pub struct Worker {
     stats: Arc<StatsSlot>,
     rx: RecvBatch,
     relay_rx: RecvBatch,
-    scratch: Vec<u8>,
+    pub(super) scratch: Vec<u8>,
+    /// Relayed datagrams for stream clients, gathered during a relay batch.
+    stream_out: StreamOut,
+}
+
+/// A reusable queue of (transport, bytes) pairs: one byte arena and its index, so steady
+/// state does not allocate.
+#[derive(Default)]
+struct StreamOut {
+    bytes: Vec<u8>,
+    items: Vec<(TransportId, usize, usize)>,
+}
+
+impl StreamOut {
+    fn push(&mut self, transport: TransportId, bytes: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        self.items.push((transport, start, bytes.len()));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (TransportId, &[u8])> {
+        self.items
+            .iter()
+            .map(|&(t, start, len)| (t, &self.bytes[start..start + len]))
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.items.clear();
+    }
 }
 
 /// The runtime's handle on a worker.
@@ -102,6 +138,8 @@ impl Worker {
             index,
             poll,
             listeners: Vec::new(),
+            stream_listeners: Vec::new(),
+            conns: Vec::new(),
             relays,
             server,
             cache,
@@ -111,10 +149,21 @@ impl Worker {
             rx: RecvBatch::new(LISTENER_BATCH, HEADROOM + MAX_DATAGRAM + 1, HEADROOM),
             relay_rx: RecvBatch::new(RELAY_BATCH, HEADROOM + MAX_DATAGRAM + 1, HEADROOM),
             scratch: vec![0; SEND_SLOT],
+            stream_out: StreamOut::default(),
         };
         for (idx, l) in snap.listeners.iter().enumerate() {
-            if l.protocol == ListenerProtocol::TurnUdp {
-                worker.bind_listener(snap, idx)?;
+            match l.protocol {
+                ListenerProtocol::TurnUdp => worker.bind_listener(snap, idx)?,
+                ListenerProtocol::TurnTcp | ListenerProtocol::TurnTls => {
+                    // A bad certificate stops this listener only; the rest runs.
+                    match worker.bind_stream_listener(snap, idx) {
+                        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                            worker.report_listener_error(&e)
+                        }
+                        other => other?,
+                    }
+                }
+                ListenerProtocol::TurnDtls => {}
             }
         }
         Ok((worker, Handle { waker, stats }))
@@ -167,6 +216,11 @@ impl Worker {
                 } else if token.0 >= RELAY_BASE {
                     let relay = RelayId((token.0 - RELAY_BASE) as u32);
                     self.drain_relay(now, &snap, relay)
+                } else if token.0 >= CONN_BASE {
+                    self.service_conn(now, &snap, token.0 - CONN_BASE);
+                    false
+                } else if token.0 >= STREAM_LISTENER_BASE {
+                    self.accept(now, token.0 - STREAM_LISTENER_BASE)
                 } else {
                     self.drain_listener(now, &snap, token.0)
                 };
@@ -178,6 +232,7 @@ impl Worker {
             self.server.handle_timeout(now, &mut self.relays);
             if now.mono >= next_sweep {
                 self.relays.reservations.sweep();
+                self.expire_conns(now);
                 next_sweep = now.mono + Duration::from_secs(1);
             }
             if now.mono >= next_publish {
@@ -210,18 +265,42 @@ impl Worker {
                 self.close_listener(id);
             }
         }
+        for slot in 0..self.stream_listeners.len() {
+            let Some(l) = &self.stream_listeners[slot] else {
+                continue;
+            };
+            let keep = snap
+                .listener(&l.name)
+                .is_some_and(|(_, n)| n.signature == l.signature && n.protocol.uses_tcp());
+            if !keep {
+                self.close_stream_listener(slot);
+            }
+        }
         for (idx, l) in snap.listeners.iter().enumerate() {
-            if l.protocol != ListenerProtocol::TurnUdp {
-                continue;
-            }
-            let bound = self.listeners.iter().flatten().any(|s| s.name == l.name);
-            if bound {
-                continue;
-            }
-            if let Err(e) = self.bind_listener(snap, idx) {
-                // The runtime checked the port before publishing the snapshot; losing a
-                // race for it is logged, and the other listeners go on.
-                warn!(target: "stunner", "worker {}: {e}", self.index);
+            let result = match l.protocol {
+                ListenerProtocol::TurnUdp => {
+                    if self.listeners.iter().flatten().any(|s| s.name == l.name) {
+                        continue;
+                    }
+                    self.bind_listener(snap, idx)
+                }
+                ListenerProtocol::TurnTcp | ListenerProtocol::TurnTls => {
+                    if self
+                        .stream_listeners
+                        .iter()
+                        .flatten()
+                        .any(|s| s.name == l.name)
+                    {
+                        continue;
+                    }
+                    self.bind_stream_listener(snap, idx)
+                }
+                ListenerProtocol::TurnDtls => continue,
+            };
+            // The runtime checked the ports before publishing the snapshot; losing a race
+            // for one, or a bad certificate, is logged and the other listeners go on.
+            if let Err(e) = result {
+                self.report_listener_error(&e);
             }
         }
         self.bound_generation = snap.generation;
@@ -286,6 +365,7 @@ impl Worker {
     fn publish(&mut self, snap: &Snapshot) {
         let Worker {
             listeners,
+            stream_listeners,
             server,
             stats,
             ..
@@ -306,6 +386,20 @@ impl Worker {
                         c.tx_drops += l.counters.tx_drops;
                     }
                     // The IPv4 and IPv6 sockets of one listener count as one socket.
+                    None => r.listeners.push(l.counters.clone()),
+                }
+            }
+            for l in stream_listeners.iter().flatten() {
+                match r.listeners.iter_mut().find(|c| c.name == l.name) {
+                    Some(c) => {
+                        c.rx_packets += l.counters.rx_packets;
+                        c.rx_bytes += l.counters.rx_bytes;
+                        c.tx_packets += l.counters.tx_packets;
+                        c.tx_bytes += l.counters.tx_bytes;
+                        c.connections += l.counters.connections;
+                        c.connections_total += l.counters.connections_total;
+                        c.tx_drops += l.counters.tx_drops;
+                    }
                     None => r.listeners.push(l.counters.clone()),
                 }
             }
@@ -411,6 +505,7 @@ impl Worker {
             server,
             relays,
             scratch,
+            stream_out,
             ..
         } = self;
         let Some((sock, _)) = relays.get(relay) else {
@@ -431,6 +526,11 @@ impl Worker {
             let Ok(to) = server.handle_peer(now, snap, relay, peer, slot, len, scratch) else {
                 continue;
             };
+            if to.transport.0 as usize >= CONN_BASE {
+                // Stream clients are served after the loop, outside these borrows.
+                stream_out.push(to.transport, to.bytes);
+                continue;
+            }
             if let Some(Some(l)) = listeners.get_mut(to.transport.0 as usize) {
                 if l.tx.is_full() {
                     l.counters.tx_drops += l.tx.flush(l.socket.as_raw_fd()) as u64;
@@ -441,7 +541,15 @@ impl Worker {
                 }
             }
         }
-        n == relay_rx.capacity()
+        if !self.stream_out.is_empty() {
+            let mut out = std::mem::take(&mut self.stream_out);
+            for (transport, bytes) in out.iter() {
+                self.send_to_conn(transport, bytes);
+            }
+            out.clear();
+            self.stream_out = out;
+        }
+        n == self.relay_rx.capacity()
     }
 
     /// The index of listener socket `index` in `snap`, re-resolved by name when the

@@ -113,6 +113,11 @@ impl Server {
         self.clusters.for_each(f)
     }
 
+    /// Whether a 5-tuple has an allocation.
+    pub fn has_allocation(&self, five: FiveTuple) -> bool {
+        self.by_client.contains_key(&five)
+    }
+
     /// Live allocations.
     pub fn allocation_count(&self) -> usize {
         self.by_client.len()

@@ -1,0 +1,163 @@
+//! Certificates for TURN-TLS (rustls) and TURN-DTLS (openssl) listeners.
+//!
+//! A listener's `cert` and `key` are base64 of PEM, as the operator renders them from a
+//! Kubernetes Secret; hand-written configs may also give PEM text or a path to a PEM file.
+//! With neither (a TURN URI in default-configuration mode), a self-signed certificate is
+//! generated for the listener address, as upstream does.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Certificate chain and key, as PEM.
+#[derive(Clone)]
+pub struct PemPair {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for PemPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PemPair {{ cert: {} bytes, key: <SECRET> }}",
+            self.cert.len()
+        )
+    }
+}
+
+/// Resolve a listener's `cert`/`key` into PEM, generating a self-signed pair when both are
+/// empty.
+pub fn pem_pair(cert: &str, key: &str, addr: IpAddr) -> Result<PemPair, String> {
+    if cert.trim().is_empty() && key.trim().is_empty() {
+        return self_signed(addr);
+    }
+    let cert = pem_input(cert).map_err(|e| format!("cert: {e}"))?;
+    let key = pem_input(key).map_err(|e| format!("key: {e}"))?;
+    Ok(PemPair { cert, key })
+}
+
+/// PEM from base64 of PEM, PEM text, or a path to a PEM file.
+fn pem_input(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty".into());
+    }
+    if s.starts_with("-----BEGIN") {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
+        if bytes.windows(10).any(|w| w == b"-----BEGIN") {
+            return Ok(bytes);
+        }
+        return Err("base64 value does not hold PEM".into());
+    }
+    let path = std::path::Path::new(s);
+    if path.is_file() {
+        return std::fs::read(path).map_err(|e| format!("cannot read {s}: {e}"));
+    }
+    Err("neither base64 of PEM, PEM text, nor a readable file".into())
+}
+
+fn self_signed(addr: IpAddr) -> Result<PemPair, String> {
+    let mut names = vec!["localhost".to_string()];
+    if !addr.is_unspecified() {
+        names.push(addr.to_string());
+    }
+    let ck = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
+    Ok(PemPair {
+        cert: ck.cert.pem().into_bytes(),
+        key: ck.signing_key.serialize_pem().into_bytes(),
+    })
+}
+
+/// A rustls server config (TLS 1.2 and 1.3) for a TURN-TLS listener.
+pub fn rustls_config(pem: &PemPair) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cert: malformed PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("cert: no certificate in PEM".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&pem.key)
+        .map_err(|e| format!("key: no usable private key in PEM: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cert/key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// Check that a certificate and key load with openssl (for DTLS listeners), returning them
+/// parsed.
+pub fn openssl_pair(
+    pem: &PemPair,
+) -> Result<
+    (
+        Vec<openssl::x509::X509>,
+        openssl::pkey::PKey<openssl::pkey::Private>,
+    ),
+    String,
+> {
+    let chain = openssl::x509::X509::stack_from_pem(&pem.cert)
+        .map_err(|e| format!("cert: malformed PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("cert: no certificate in PEM".into());
+    }
+    let key = openssl::pkey::PKey::private_key_from_pem(&pem.key)
+        .map_err(|e| format!("key: malformed PEM: {e}"))?;
+    Ok((chain, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_pairs_load_in_both_stacks() {
+        let pem = pem_pair("", "", "127.0.0.1".parse().unwrap()).unwrap();
+        rustls_config(&pem).unwrap();
+        openssl_pair(&pem).unwrap();
+    }
+
+    #[test]
+    fn base64_pem_and_text_pem_are_accepted() {
+        let pem = pem_pair("", "", "127.0.0.1".parse().unwrap()).unwrap();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let again = pem_pair(&b64(&pem.cert), &b64(&pem.key), "0.0.0.0".parse().unwrap()).unwrap();
+        assert_eq!(again.cert, pem.cert);
+        rustls_config(&again).unwrap();
+        let text = pem_pair(
+            std::str::from_utf8(&pem.cert).unwrap(),
+            std::str::from_utf8(&pem.key).unwrap(),
+            "0.0.0.0".parse().unwrap(),
+        )
+        .unwrap();
+        rustls_config(&text).unwrap();
+    }
+
+    #[test]
+    fn malformed_material_is_reported_by_field() {
+        let addr = "0.0.0.0".parse().unwrap();
+        let err = pem_pair("not base64!", "x", addr).unwrap_err();
+        assert!(err.starts_with("cert:"), "{err}");
+        let junk = base64::engine::general_purpose::STANDARD.encode(b"hello world");
+        let err = pem_pair(&junk, &junk, addr).unwrap_err();
+        assert!(err.contains("does not hold PEM"), "{err}");
+        let pem = pem_pair("", "", addr).unwrap();
+        let swapped = PemPair {
+            cert: pem.key.clone(),
+            key: pem.cert.clone(),
+        };
+        assert!(rustls_config(&swapped).is_err());
+        assert!(openssl_pair(&swapped).is_err());
+    }
+}
