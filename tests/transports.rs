@@ -1,0 +1,207 @@
+//! TURN over TCP and TLS with real clients: coturn's turnutils_uclient (static and REST
+//! credentials, ChannelData and Send indications, odd payload sizes) and aioice, and a TLS
+//! listener with a broken certificate that must not take the rest of the config down.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const SECRET: &str = "transport-secret";
+
+struct Setup {
+    server: Proc,
+    udp: u16,
+    tcp: u16,
+    tls: u16,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+    _config: tempfile::TempPath,
+}
+
+/// stunnerd with a TURN-UDP, a TURN-TCP and a TURN-TLS listener (and, with `broken_tls`, a
+/// second TLS listener whose certificate is garbage).
+fn start(ephemeral: bool, broken_tls: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (udp, tcp, tls, bad) = (
+        free_udp_tcp_port(),
+        free_udp_tcp_port(),
+        free_udp_tcp_port(),
+        free_udp_tcp_port(),
+    );
+    let auth = if ephemeral {
+        serde_json::json!({"type": "ephemeral", "credentials": {"secret": SECRET}})
+    } else {
+        serde_json::json!({"type": "static", "credentials": {"username": "user", "password": "pass"}})
+    };
+    let listener = |name: &str, proto: &str, port: u16| {
+        serde_json::json!({"name": name, "protocol": proto, "address": "127.0.0.1",
+                           "port": port, "routes": ["local"],
+                           "cert": cert.to_str().unwrap(), "key": key.to_str().unwrap()})
+    };
+    let mut listeners = vec![
+        listener("udp", "TURN-UDP", udp),
+        listener("tcp", "TURN-TCP", tcp),
+        listener("tls", "TURN-TLS", tls),
+    ];
+    if broken_tls {
+        listeners.push(
+            serde_json::json!({"name": "broken-tls", "protocol": "TURN-TLS",
+            "address": "127.0.0.1", "port": bad, "routes": ["local"],
+            "cert": "bm90IGEgY2VydGlmaWNhdGU=", "key": "bm90IGEga2V5"}),
+        );
+    }
+    let config = write_config(
+        &serde_json::json!({
+            "version": "v1",
+            "admin": {"name": "transports", "healthcheck_endpoint": ""},
+            "auth": auth,
+            "listeners": listeners,
+            "clusters": [{"name": "local", "endpoints": ["127.0.0.1/32"]}],
+        })
+        .to_string(),
+    );
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.arg("-c").arg(format!("file://{}", config.display()));
+    let server = Proc::spawn("stunnerd", cmd);
+    wait_udp_ready(local(udp)).expect("stunnerd answers on UDP");
+    Setup {
+        server,
+        udp,
+        tcp,
+        tls,
+        ca: cert,
+        _dir: dir,
+        _config: config,
+    }
+}
+
+fn uclient(port: u16, ephemeral: bool, flags: &[&str], size: u32) -> UclientReport {
+    let peer_port = free_udp_port_pair();
+    let _peer = start_peer(peer_port);
+    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    args.extend(["-u".into(), "user".into()]);
+    if ephemeral {
+        args.extend(["-W".into(), SECRET.into()]);
+    } else {
+        args.extend(["-w".into(), "pass".into()]);
+    }
+    for a in [
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port.to_string(),
+        "-p",
+        &port.to_string(),
+        "-m",
+        "4",
+        "-n",
+        "30",
+        "-l",
+        &size.to_string(),
+        "-z",
+        "5",
+        "127.0.0.1",
+    ] {
+        args.push(a.to_string());
+    }
+    run_uclient(&args)
+}
+
+fn check(report: &UclientReport, s: &mut Setup) {
+    s.server.assert_running("after uclient");
+    report.assert_all_echoed(120, &s.server.log());
+}
+
+#[test]
+fn uclient_over_tcp_static_and_rest_with_odd_sizes() {
+    for ephemeral in [false, true] {
+        let mut s = start(ephemeral, false);
+        for (flags, size) in [
+            (&["-t"][..], 121),
+            (&["-t", "-c"][..], 333),
+            (&["-t", "-s"][..], 77),
+        ] {
+            let r = uclient(s.tcp, ephemeral, flags, size);
+            check(&r, &mut s);
+        }
+    }
+}
+
+#[test]
+fn uclient_over_tls_static_and_rest_with_odd_sizes() {
+    for ephemeral in [false, true] {
+        let mut s = start(ephemeral, false);
+        for (flags, size) in [
+            (&["-t", "-S"][..], 121),
+            (&["-t", "-S", "-s", "-c"][..], 65),
+        ] {
+            let r = uclient(s.tls, ephemeral, flags, size);
+            check(&r, &mut s);
+        }
+    }
+}
+
+fn aioice(s: &mut Setup, port: u16, tls: bool, ephemeral: bool) {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("40")
+        .arg(python())
+        .arg(repo_root().join("tests/python/aioice_stream.py"))
+        .arg("--server")
+        .arg(format!("127.0.0.1:{port}"));
+    if tls {
+        cmd.arg("--tls").arg("--ca").arg(&s.ca);
+    }
+    if ephemeral {
+        cmd.args(["--secret", SECRET]);
+    }
+    let out = run_with_timeout(cmd, Duration::from_secs(45));
+    let text = out.combined();
+    s.server.assert_running("after aioice");
+    assert!(
+        out.code() == Some(0) && text.contains("STEP echo_333 OK") && !text.contains("FAIL"),
+        "aioice over {} failed:\n{text}\n--- server log ---\n{}",
+        if tls { "TLS" } else { "TCP" },
+        tail(&s.server.log(), 40)
+    );
+}
+
+#[test]
+fn aioice_over_tcp_and_tls() {
+    let mut s = start(false, false);
+    let (tcp, tls) = (s.tcp, s.tls);
+    aioice(&mut s, tcp, false, false);
+    aioice(&mut s, tls, true, false);
+    let mut s = start(true, false);
+    let tls = s.tls;
+    aioice(&mut s, tls, true, true);
+}
+
+#[test]
+fn broken_certificate_stops_only_its_listener() {
+    let mut s = start(false, true);
+    // The broken listener is named in the log...
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !s.server.log().contains("broken-tls") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.server.log();
+    assert!(
+        log.contains("listener broken-tls") && log.contains("certificate"),
+        "the log does not name the broken listener:\n{log}"
+    );
+    // ...and the other listeners serve.
+    let r = uclient(s.udp, false, &["-c"], 100);
+    check(&r, &mut s);
+    let r = uclient(s.tls, false, &["-t", "-S"], 100);
+    check(&r, &mut s);
+}
