@@ -9,6 +9,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod dtls;
 pub mod mmsg;
 pub mod pool;
 pub mod relay;

@@ -11,6 +11,7 @@ use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use super::dtls::{DTLS_LISTENER_BASE, DTLS_SESSION_BASE, DtlsListener, Session};
 use super::mmsg::{self, RecvBatch, SendBatch};
 use super::relay::{RELAY_BASE, RelayTable, Reservations};
 use super::sockopt;
@@ -69,6 +70,9 @@ pub struct Worker {
     listeners: Vec<Option<ListenerSock>>,
     pub(super) stream_listeners: Vec<Option<StreamListener>>,
     pub(super) conns: Vec<Option<Conn>>,
+    pub(super) dtls_listeners: Vec<Option<DtlsListener>>,
+    pub(super) sessions: Vec<Option<Session>>,
+    pub(super) session_index: rustc_hash::FxHashMap<(usize, std::net::SocketAddr), usize>,
     pub(super) relays: RelayTable,
     pub(super) server: Server,
     cache: SnapshotCache,
@@ -140,6 +144,9 @@ impl Worker {
             listeners: Vec::new(),
             stream_listeners: Vec::new(),
             conns: Vec::new(),
+            dtls_listeners: Vec::new(),
+            sessions: Vec::new(),
+            session_index: Default::default(),
             relays,
             server,
             cache,
@@ -163,7 +170,12 @@ impl Worker {
                         other => other?,
                     }
                 }
-                ListenerProtocol::TurnDtls => {}
+                ListenerProtocol::TurnDtls => match worker.bind_dtls_listener(snap, idx) {
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        worker.report_listener_error(&e)
+                    }
+                    other => other?,
+                },
             }
         }
         Ok((worker, Handle { waker, stats }))
@@ -219,6 +231,8 @@ impl Worker {
                 } else if token.0 >= CONN_BASE {
                     self.service_conn(now, &snap, token.0 - CONN_BASE);
                     false
+                } else if token.0 >= DTLS_LISTENER_BASE {
+                    self.drain_dtls(now, &snap, token.0 - DTLS_LISTENER_BASE)
                 } else if token.0 >= STREAM_LISTENER_BASE {
                     self.accept(now, token.0 - STREAM_LISTENER_BASE)
                 } else {
@@ -233,6 +247,7 @@ impl Worker {
             if now.mono >= next_sweep {
                 self.relays.reservations.sweep();
                 self.expire_conns(now);
+                self.expire_sessions(now);
                 next_sweep = now.mono + Duration::from_secs(1);
             }
             if now.mono >= next_publish {
@@ -276,6 +291,17 @@ impl Worker {
                 self.close_stream_listener(slot);
             }
         }
+        for slot in 0..self.dtls_listeners.len() {
+            let Some(l) = &self.dtls_listeners[slot] else {
+                continue;
+            };
+            let keep = snap.listener(&l.name).is_some_and(|(_, n)| {
+                n.signature == l.signature && n.protocol == ListenerProtocol::TurnDtls
+            });
+            if !keep {
+                self.close_dtls_listener(slot);
+            }
+        }
         for (idx, l) in snap.listeners.iter().enumerate() {
             let result = match l.protocol {
                 ListenerProtocol::TurnUdp => {
@@ -295,7 +321,17 @@ impl Worker {
                     }
                     self.bind_stream_listener(snap, idx)
                 }
-                ListenerProtocol::TurnDtls => continue,
+                ListenerProtocol::TurnDtls => {
+                    if self
+                        .dtls_listeners
+                        .iter()
+                        .flatten()
+                        .any(|s| s.name == l.name)
+                    {
+                        continue;
+                    }
+                    self.bind_dtls_listener(snap, idx)
+                }
             };
             // The runtime checked the ports before publishing the snapshot; losing a race
             // for one, or a bad certificate, is logged and the other listeners go on.
@@ -366,6 +402,7 @@ impl Worker {
         let Worker {
             listeners,
             stream_listeners,
+            dtls_listeners,
             server,
             stats,
             ..
@@ -389,18 +426,20 @@ impl Worker {
                     None => r.listeners.push(l.counters.clone()),
                 }
             }
-            for l in stream_listeners.iter().flatten() {
+            let stream_counters = stream_listeners.iter().flatten().map(|l| &l.counters);
+            let dtls_counters = dtls_listeners.iter().flatten().map(|l| &l.counters);
+            for l in stream_counters.chain(dtls_counters) {
                 match r.listeners.iter_mut().find(|c| c.name == l.name) {
                     Some(c) => {
-                        c.rx_packets += l.counters.rx_packets;
-                        c.rx_bytes += l.counters.rx_bytes;
-                        c.tx_packets += l.counters.tx_packets;
-                        c.tx_bytes += l.counters.tx_bytes;
-                        c.connections += l.counters.connections;
-                        c.connections_total += l.counters.connections_total;
-                        c.tx_drops += l.counters.tx_drops;
+                        c.rx_packets += l.rx_packets;
+                        c.rx_bytes += l.rx_bytes;
+                        c.tx_packets += l.tx_packets;
+                        c.tx_bytes += l.tx_bytes;
+                        c.connections += l.connections;
+                        c.connections_total += l.connections_total;
+                        c.tx_drops += l.tx_drops;
                     }
-                    None => r.listeners.push(l.counters.clone()),
+                    None => r.listeners.push(l.clone()),
                 }
             }
             r.clusters.clear();
@@ -544,7 +583,11 @@ impl Worker {
         if !self.stream_out.is_empty() {
             let mut out = std::mem::take(&mut self.stream_out);
             for (transport, bytes) in out.iter() {
-                self.send_to_conn(transport, bytes);
+                if transport.0 as usize >= DTLS_SESSION_BASE {
+                    self.send_to_session(transport, bytes);
+                } else {
+                    self.send_to_conn(transport, bytes);
+                }
             }
             out.clear();
             self.stream_out = out;

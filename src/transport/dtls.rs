@@ -1,0 +1,475 @@
+//! TURN over DTLS 1.2 (openssl): one UDP socket group per listener, one DTLS session per
+//! client address, each carrying STUN and ChannelData messages as records.
+//!
+//! A new client first gets a HelloVerifyRequest whose cookie is an HMAC over its address
+//! (RFC 6347 section 4.2.1), so a spoofed source never gets the server to do handshake
+//! cryptography. The small session object that answers it counts against a per-worker bound
+//! of half-open sessions and a handshake timeout; established sessions without an
+//! allocation close after an idle timeout, and an allocation dies with its session.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use mio::net::UdpSocket as MioUdp;
+use mio::{Interest, Token};
+use openssl::ex_data::Index;
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVersion,
+};
+use sha2::Sha256;
+use tracing::debug;
+
+use super::stats::ListenerCounters;
+use super::udp::Worker;
+use super::{canonical_client, for_socket};
+use crate::snapshot::tls::{PemPair, openssl_pair};
+use crate::snapshot::{ListenerIdx, Snapshot};
+use crate::turn::{ClientCtx, ClientOutput, FiveTuple, Now, TransportId};
+
+/// Tokens of DTLS listener sockets start here (below the stream connection tokens).
+pub const DTLS_LISTENER_BASE: usize = 1 << 18;
+/// Transport ids of DTLS sessions start here.
+pub const DTLS_SESSION_BASE: usize = 1 << 22;
+/// Handshakes in progress per worker; more new clients are dropped until some finish.
+pub const MAX_HALF_OPEN: usize = 256;
+/// Established sessions per worker.
+const MAX_SESSIONS: usize = 64 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Datagrams buffered for a session before openssl reads them.
+const MAX_QUEUED: usize = 16;
+/// Path MTU assumed for handshake flights.
+const MTU: u32 = 1200;
+
+/// A TURN-DTLS listener socket of one worker.
+pub(super) struct DtlsListener {
+    pub(super) name: Arc<str>,
+    pub(super) signature: u64,
+    socket: MioUdp,
+    v6: bool,
+    ctx: SslContext,
+    pub(super) counters: ListenerCounters,
+}
+
+/// One client's DTLS session.
+pub(super) struct Session {
+    listener: usize,
+    client: SocketAddr,
+    stream: SslStream<Datagrams>,
+    established: bool,
+    deadline: Instant,
+}
+
+/// The BIO under a session: whole datagrams in, whole datagrams out.
+#[derive(Default)]
+pub(super) struct Datagrams {
+    incoming: VecDeque<Vec<u8>>,
+    outgoing: Vec<Vec<u8>>,
+}
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(d) = self.incoming.pop_front() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outgoing.push(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The per-process key behind cookies, and the SSL ex-data slot holding the client
+/// address the cookie callbacks need.
+fn cookie_key() -> &'static [u8; 32] {
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    KEY.get_or_init(rand::random)
+}
+
+fn addr_index() -> Option<Index<Ssl, SocketAddr>> {
+    static INDEX: OnceLock<Option<Index<Ssl, SocketAddr>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+fn cookie_for(addr: &SocketAddr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(cookie_key()) {
+        mac.update(addr.to_string().as_bytes());
+        out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+    }
+    out
+}
+
+/// A DTLS 1.2 server context with cookie exchange.
+pub fn dtls_context(pem: &PemPair) -> Result<SslContext, String> {
+    let (chain, key) = openssl_pair(pem)?;
+    let mut b = SslContextBuilder::new(SslMethod::dtls()).map_err(|e| e.to_string())?;
+    b.set_min_proto_version(Some(SslVersion::DTLS1_2))
+        .map_err(|e| e.to_string())?;
+    let mut certs = chain.into_iter();
+    let leaf = certs.next().ok_or("cert: no certificate in PEM")?;
+    b.set_certificate(&leaf).map_err(|e| format!("cert: {e}"))?;
+    for c in certs {
+        b.add_extra_chain_cert(c)
+            .map_err(|e| format!("cert chain: {e}"))?;
+    }
+    b.set_private_key(&key).map_err(|e| format!("key: {e}"))?;
+    b.check_private_key()
+        .map_err(|e| format!("key does not match cert: {e}"))?;
+    b.set_options(SslOptions::COOKIE_EXCHANGE);
+    b.set_cookie_generate_cb(|ssl, buf| {
+        let addr = addr_index()
+            .and_then(|i| ssl.ex_data(i).copied())
+            .ok_or_else(openssl::error::ErrorStack::get)?;
+        let cookie = cookie_for(&addr);
+        let n = cookie.len().min(buf.len());
+        buf[..n].copy_from_slice(&cookie[..n]);
+        Ok(n)
+    });
+    b.set_cookie_verify_cb(|ssl, cookie| {
+        addr_index()
+            .and_then(|i| ssl.ex_data(i).copied())
+            .is_some_and(|addr| {
+                let want = cookie_for(&addr);
+                // Constant time: the comparison must not tell an attacker how much matched.
+                cookie.len() == want.len()
+                    && cookie
+                        .iter()
+                        .zip(want)
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            })
+    });
+    Ok(b.build())
+}
+
+impl Worker {
+    /// Bind this worker's sockets for a TURN-DTLS listener.
+    pub(super) fn bind_dtls_listener(
+        &mut self,
+        snap: &Snapshot,
+        idx: ListenerIdx,
+    ) -> io::Result<()> {
+        let Some(l) = snap.listeners.get(idx) else {
+            return Ok(());
+        };
+        let ctx = match &l.dtls {
+            Some(Ok(pem)) => dtls_context(pem),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no certificate".into()),
+        }
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listener {}: DTLS certificate: {e}; listener not started",
+                    l.name
+                ),
+            )
+        })?;
+        let socks = super::sockopt::listener_sockets(l.port).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
+            )
+        })?;
+        for std_sock in socks {
+            let v6 = std_sock.local_addr()?.is_ipv6();
+            let mut socket = MioUdp::from_std(std_sock);
+            let slot = match self.dtls_listeners.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    self.dtls_listeners.push(None);
+                    self.dtls_listeners.len() - 1
+                }
+            };
+            self.poll.registry().register(
+                &mut socket,
+                Token(DTLS_LISTENER_BASE + slot),
+                Interest::READABLE,
+            )?;
+            self.dtls_listeners[slot] = Some(DtlsListener {
+                name: l.name.clone(),
+                signature: l.signature,
+                socket,
+                v6,
+                ctx: ctx.clone(),
+                counters: ListenerCounters {
+                    name: l.name.clone(),
+                    protocol: l.protocol.as_str(),
+                    ..ListenerCounters::default()
+                },
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn close_dtls_listener(&mut self, slot: usize) {
+        let Some(mut l) = self.dtls_listeners.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut l.socket);
+        for id in 0..self.sessions.len() {
+            if self.sessions[id]
+                .as_ref()
+                .is_some_and(|s| s.listener == slot)
+            {
+                self.close_session(id);
+            }
+        }
+    }
+
+    /// Handle datagrams on a DTLS listener socket; true if more may wait.
+    pub(super) fn drain_dtls(&mut self, now: Now, snap: &Snapshot, slot: usize) -> bool {
+        let mut buf = [0u8; 4096];
+        for _ in 0..64 {
+            let Some(Some(l)) = self.dtls_listeners.get_mut(slot) else {
+                return false;
+            };
+            let (n, from) = match l.socket.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return false,
+            };
+            l.counters.rx_packets += 1;
+            l.counters.rx_bytes += n as u64;
+            let client = canonical_client(from);
+            let id = match self.session_of(slot, client) {
+                Some(id) => id,
+                None => match self.new_session(now, slot, client) {
+                    Some(id) => id,
+                    None => continue,
+                },
+            };
+            if let Some(Some(s)) = self.sessions.get_mut(id) {
+                let queue = &mut s.stream.get_mut().incoming;
+                if queue.len() < MAX_QUEUED {
+                    queue.push_back(buf[..n].to_vec());
+                }
+            }
+            self.pump_session(now, snap, id);
+        }
+        true
+    }
+
+    fn session_of(&self, slot: usize, client: SocketAddr) -> Option<usize> {
+        // The table is keyed by address in `session_index`.
+        self.session_index
+            .get(&(slot, client))
+            .copied()
+            .filter(|&id| self.sessions.get(id).is_some_and(Option::is_some))
+    }
+
+    fn new_session(&mut self, now: Now, slot: usize, client: SocketAddr) -> Option<usize> {
+        let half_open = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| !s.established)
+            .count();
+        if half_open >= MAX_HALF_OPEN || self.session_index.len() >= MAX_SESSIONS {
+            return None;
+        }
+        let l = self.dtls_listeners.get(slot)?.as_ref()?;
+        let mut ssl = Ssl::new(&l.ctx).ok()?;
+        ssl.set_ex_data(addr_index()?, client);
+        ssl.set_mtu(MTU).ok()?;
+        ssl.set_accept_state();
+        let stream = SslStream::new(ssl, Datagrams::default()).ok()?;
+        let id = match self.sessions.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.sessions.push(None);
+                self.sessions.len() - 1
+            }
+        };
+        self.sessions[id] = Some(Session {
+            listener: slot,
+            client,
+            stream,
+            established: false,
+            deadline: now.mono + HANDSHAKE_TIMEOUT,
+        });
+        self.session_index.insert((slot, client), id);
+        Some(id)
+    }
+
+    /// Drive a session: handshake, then read records and hand them to the core; send
+    /// whatever openssl produced.
+    fn pump_session(&mut self, now: Now, snap: &Snapshot, id: usize) {
+        let mut keep = true;
+        let Worker {
+            sessions,
+            dtls_listeners,
+            server,
+            relays,
+            scratch,
+            ..
+        } = self;
+        let Some(Some(s)) = sessions.get_mut(id) else {
+            return;
+        };
+        if !s.established {
+            match s.stream.do_handshake() {
+                Ok(()) => {
+                    s.established = true;
+                    s.deadline = now.mono + IDLE_TIMEOUT;
+                    if let Some(Some(l)) = dtls_listeners.get_mut(s.listener) {
+                        l.counters.connections += 1;
+                        l.counters.connections_total += 1;
+                    }
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+                Err(e) => {
+                    debug!(target: "listener", "DTLS handshake with {} failed: {e}", s.client);
+                    keep = false;
+                }
+            }
+        }
+        if keep && s.established {
+            let name = dtls_listeners
+                .get(s.listener)
+                .and_then(Option::as_ref)
+                .map(|l| l.name.clone());
+            let listener_idx = name.and_then(|n| snap.listener(&n).map(|(i, _)| i));
+            let mut record = [0u8; 4096];
+            for _ in 0..MAX_QUEUED {
+                let n = match s.stream.ssl_read(&mut record) {
+                    Ok(0) => {
+                        keep = false;
+                        break;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.code() == ErrorCode::WANT_READ => break,
+                    Err(_) => {
+                        keep = false;
+                        break;
+                    }
+                };
+                let Some(listener) = listener_idx else {
+                    keep = false;
+                    break;
+                };
+                s.deadline = now.mono + IDLE_TIMEOUT;
+                let ctx = ClientCtx {
+                    transport: TransportId((DTLS_SESSION_BASE + id) as u32),
+                    listener,
+                    client: s.client,
+                };
+                match server.handle_client(now, snap, ctx, &record[..n], scratch, relays) {
+                    ClientOutput::Drop(_) => {}
+                    ClientOutput::Reply(len) => {
+                        let _ = s.stream.ssl_write(&scratch[..len]);
+                    }
+                    ClientOutput::Forward {
+                        relay,
+                        peer,
+                        payload,
+                    } => {
+                        if let Some((sock, v6)) = relays.get(relay) {
+                            let _ = sock.send_to(payload, for_socket(peer, v6));
+                        }
+                    }
+                }
+            }
+        }
+        Self::send_pending(dtls_listeners, s);
+        if !keep {
+            self.close_session(id);
+        }
+    }
+
+    fn send_pending(listeners: &mut [Option<DtlsListener>], s: &mut Session) {
+        let out = std::mem::take(&mut s.stream.get_mut().outgoing);
+        let Some(Some(l)) = listeners.get_mut(s.listener) else {
+            return;
+        };
+        for d in out {
+            match l.socket.send_to(&d, for_socket(s.client, l.v6)) {
+                Ok(_) => {
+                    l.counters.tx_packets += 1;
+                    l.counters.tx_bytes += d.len() as u64;
+                }
+                Err(_) => l.counters.tx_drops += 1,
+            }
+        }
+    }
+
+    /// Relayed bytes for a DTLS client.
+    pub(super) fn send_to_session(&mut self, transport: TransportId, bytes: &[u8]) {
+        let id = transport.0 as usize - DTLS_SESSION_BASE;
+        let Worker {
+            sessions,
+            dtls_listeners,
+            ..
+        } = self;
+        let Some(Some(s)) = sessions.get_mut(id) else {
+            return;
+        };
+        if s.established && s.stream.ssl_write(bytes).is_ok() {
+            Self::send_pending(dtls_listeners, s);
+        }
+    }
+
+    /// Time out handshakes, and idle sessions without an allocation; retransmit handshake
+    /// flights openssl wants to resend.
+    pub(super) fn expire_sessions(&mut self, now: Now) {
+        for id in 0..self.sessions.len() {
+            let Some(s) = &self.sessions[id] else {
+                continue;
+            };
+            if s.deadline > now.mono {
+                continue;
+            }
+            let five = FiveTuple {
+                transport: TransportId((DTLS_SESSION_BASE + id) as u32),
+                client: s.client,
+            };
+            if s.established && self.server.has_allocation(five) {
+                continue;
+            }
+            self.close_session(id);
+        }
+    }
+
+    pub(super) fn close_session(&mut self, id: usize) {
+        let Some(mut s) = self.sessions.get_mut(id).and_then(Option::take) else {
+            return;
+        };
+        self.session_index.remove(&(s.listener, s.client));
+        if s.established {
+            let _ = s.stream.shutdown();
+            Self::send_pending(&mut self.dtls_listeners, &mut s);
+            if let Some(Some(l)) = self.dtls_listeners.get_mut(s.listener) {
+                l.counters.connections = l.counters.connections.saturating_sub(1);
+            }
+        }
+        self.server.close_transport(
+            TransportId((DTLS_SESSION_BASE + id) as u32),
+            &mut self.relays,
+        );
+    }
+
+    /// Sessions in the handshake (for tests and figures).
+    pub fn half_open_sessions(&self) -> usize {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter(|s| !s.established)
+            .count()
+    }
+}
