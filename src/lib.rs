@@ -24,6 +24,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod k8s;
 pub mod log;
 pub mod runtime;
 pub mod snapshot;

@@ -17,6 +17,7 @@ struct Setup {
     udp: u16,
     tcp: u16,
     tls: u16,
+    dtls: u16,
     ca: PathBuf,
     _dir: tempfile::TempDir,
     _config: tempfile::TempPath,
@@ -32,7 +33,8 @@ fn start(ephemeral: bool, broken_tls: bool) -> Setup {
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let (udp, tcp, tls, bad) = (
+    let (udp, tcp, tls, dtls, bad) = (
+        free_udp_tcp_port(),
         free_udp_tcp_port(),
         free_udp_tcp_port(),
         free_udp_tcp_port(),
@@ -52,6 +54,7 @@ fn start(ephemeral: bool, broken_tls: bool) -> Setup {
         listener("udp", "TURN-UDP", udp),
         listener("tcp", "TURN-TCP", tcp),
         listener("tls", "TURN-TLS", tls),
+        listener("dtls", "TURN-DTLS", dtls),
     ];
     if broken_tls {
         listeners.push(
@@ -79,6 +82,7 @@ fn start(ephemeral: bool, broken_tls: bool) -> Setup {
         udp,
         tcp,
         tls,
+        dtls,
         ca: cert,
         _dir: dir,
         _config: config,
@@ -151,6 +155,17 @@ fn uclient_over_tls_static_and_rest_with_odd_sizes() {
     }
 }
 
+#[test]
+fn uclient_over_dtls_static_and_rest() {
+    for ephemeral in [false, true] {
+        let mut s = start(ephemeral, false);
+        for (flags, size) in [(&["-S"][..], 121), (&["-S", "-c", "-s"][..], 333)] {
+            let r = uclient(s.dtls, ephemeral, flags, size);
+            check(&r, &mut s);
+        }
+    }
+}
+
 fn aioice(s: &mut Setup, port: u16, tls: bool, ephemeral: bool) {
     let mut cmd = Command::new("timeout");
     cmd.arg("40")
@@ -204,4 +219,65 @@ fn broken_certificate_stops_only_its_listener() {
     check(&r, &mut s);
     let r = uclient(s.tls, false, &["-t", "-S"], 100);
     check(&r, &mut s);
+}
+
+/// IPv6 end to end on ::1: an IPv6 listener address makes IPv6 relays (the family follows
+/// the listener when the client does not ask), relaying to an IPv6 peer admitted by an IPv6
+/// prefix, over UDP (ChannelData and Send indications) and TCP.
+#[test]
+fn ipv6_relaying_over_udp_and_tcp() {
+    let (udp, tcp) = (free_udp_tcp_port(), free_udp_tcp_port());
+    let config = write_config(
+        &serde_json::json!({
+            "version": "v1",
+            "admin": {"name": "ipv6", "healthcheck_endpoint": ""},
+            "auth": {"credentials": {"username": "user", "password": "pass"}},
+            "listeners": [
+                {"name": "udp6", "protocol": "TURN-UDP", "address": "::1", "port": udp, "routes": ["local6"]},
+                {"name": "tcp6", "protocol": "TURN-TCP", "address": "::1", "port": tcp, "routes": ["local6"]}
+            ],
+            "clusters": [{"name": "local6", "endpoints": ["::1/128"]}],
+        })
+        .to_string(),
+    );
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.arg("-c").arg(format!("file://{}", config.display()));
+    let mut server = Proc::spawn("stunnerd", cmd);
+    wait_udp_ready(local(udp)).expect("stunnerd answers");
+    let peer_port = free_udp_port_pair();
+    let mut peer_cmd = Command::new(require_tool("turnutils_peer"));
+    peer_cmd.args(["-L", "::1", "-p", &peer_port.to_string()]);
+    let _peer = Proc::spawn("turnutils_peer", peer_cmd);
+    std::thread::sleep(Duration::from_millis(300));
+    for (flags, port) in [(&["-c"][..], udp), (&["-s"][..], udp), (&["-t"][..], tcp)] {
+        let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        for a in [
+            "-L",
+            "::1",
+            "-u",
+            "user",
+            "-w",
+            "pass",
+            "-e",
+            "::1",
+            "-r",
+            &peer_port.to_string(),
+            "-p",
+            &port.to_string(),
+            "-m",
+            "2",
+            "-n",
+            "20",
+            "-l",
+            "121",
+            "-z",
+            "5",
+            "::1",
+        ] {
+            args.push(a.to_string());
+        }
+        let r = run_uclient(&args);
+        server.assert_running("after uclient over IPv6");
+        r.assert_all_echoed(40, &server.log());
+    }
 }

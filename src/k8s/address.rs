@@ -6,10 +6,10 @@
 //! the live Service and so needs a second render after creating it; rendering from
 //! manifests has no second round.
 
+use super::OWNER_ANNOTATION;
 use super::objects::{Gateway, LoadBalancerIngress, Service};
 use super::service::ServiceObject;
 use super::store::Store;
-use super::{OWNER_ANNOTATION};
 
 /// A listener's public address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,11 @@ pub struct SvcView {
 impl SvcView {
     pub fn from_input(s: &Service) -> SvcView {
         SvcView {
-            svc_type: s.spec.service_type.clone().unwrap_or_else(|| "ClusterIP".into()),
+            svc_type: s
+                .spec
+                .service_type
+                .clone()
+                .unwrap_or_else(|| "ClusterIP".into()),
             ports: s
                 .spec
                 .ports

@@ -31,7 +31,13 @@ pub fn parent_namespace<'r>(route: &'r UdpRoute, p: &'r ParentRef) -> &'r str {
 }
 
 /// Whether `route` attaches to listener `l` of `gw` through parentRef `p`.
-pub fn attaches_via(store: &Store<'_>, route: &UdpRoute, p: &ParentRef, gw: &Gateway, l: &Listener) -> bool {
+pub fn attaches_via(
+    store: &Store<'_>,
+    route: &UdpRoute,
+    p: &ParentRef,
+    gw: &Gateway,
+    l: &Listener,
+) -> bool {
     names_gateway(route, p, gw)
         && p.section_name.as_deref().is_none_or(|s| s == l.name)
         && namespace_allowed(store, route, gw, l)
@@ -60,7 +66,10 @@ pub fn routes_for<'a>(store: &Store<'a>, gw: &Gateway, l: &Listener) -> Vec<&'a 
 
 /// `allowedRoutes.namespaces.from` (spec 2.8; seed: default Same).
 fn namespace_allowed(store: &Store<'_>, route: &UdpRoute, gw: &Gateway, l: &Listener) -> bool {
-    let ns = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
+    let ns = l
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref());
     let from = ns.and_then(|n| n.from.as_deref()).unwrap_or("Same");
     match from {
         "All" => true,
@@ -81,8 +90,14 @@ fn namespace_allowed(store: &Store<'_>, route: &UdpRoute, gw: &Gateway, l: &List
 
 /// Label selector semantics of Kubernetes; `Err` for an invalid selector (unknown operator,
 /// values where none are allowed), which matches nothing.
-pub fn matches_selector(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
-    let mut ok = sel.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
+pub fn matches_selector(
+    sel: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    let mut ok = sel
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v));
     for e in &sel.match_expressions {
         let have = labels.get(&e.key);
         let m = match e.operator.as_str() {
@@ -90,7 +105,12 @@ pub fn matches_selector(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
             "NotIn" if !e.values.is_empty() => have.is_none_or(|v| !e.values.contains(v)),
             "Exists" if e.values.is_empty() => have.is_some(),
             "DoesNotExist" if e.values.is_empty() => have.is_none(),
-            op => return Err(format!("invalid label selector operator {op:?} for key {:?}", e.key)),
+            op => {
+                return Err(format!(
+                    "invalid label selector operator {op:?} for key {:?}",
+                    e.key
+                ));
+            }
         };
         ok &= m;
     }

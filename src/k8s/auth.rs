@@ -87,12 +87,16 @@ pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, 
             .unwrap_or_else(|| gc.metadata.namespace.clone());
         let id = format!("{ns}/{}", r.name);
         let Some(secret) = store.secrets.get(&key(&ns, &r.name)) else {
-            return Err(format!("{ERR_EXTERNAL_AUTH}: {}", store.why_missing("Secret", &id)));
+            return Err(format!(
+                "{ERR_EXTERNAL_AUTH}: {}",
+                store.why_missing("Secret", &id)
+            ));
         };
-        let t = secret.get_str("type").unwrap_or_else(|| "static".to_string());
-        auth_type = auth_alias(&t).ok_or_else(|| {
-            format!("{ERR_AUTH_TYPE}: {t:?} in key `type` of Secret {id}")
-        })?;
+        let t = secret
+            .get_str("type")
+            .unwrap_or_else(|| "static".to_string());
+        auth_type = auth_alias(&t)
+            .ok_or_else(|| format!("{ERR_AUTH_TYPE}: {t:?} in key `type` of Secret {id}"))?;
         match auth_type {
             AuthType::Static => {
                 let (Some(u), Some(p)) = (secret.get_str("username"), secret.get_str("password"))
@@ -119,8 +123,7 @@ pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, 
         }
     } else {
         let t = gc.spec.auth_type.as_deref().unwrap_or("static");
-        auth_type =
-            auth_alias(t).ok_or_else(|| format!("{ERR_AUTH_TYPE}: authType {t:?}"))?;
+        auth_type = auth_alias(t).ok_or_else(|| format!("{ERR_AUTH_TYPE}: authType {t:?}"))?;
         match auth_type {
             AuthType::Static => {
                 let (Some(u), Some(p)) = (&gc.spec.user_name, &gc.spec.password) else {

@@ -217,45 +217,69 @@ fn service_backend(
         .iter()
         .filter(|s| {
             s.metadata.namespace == ns
-                && s.metadata.labels.get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
+                && s.metadata
+                    .labels
+                    .get(SERVICE_NAME_LABEL)
+                    .map(String::as_str)
+                    == Some(name)
         })
         .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter().cloned()))
         .collect();
     let svc = store.services.get(&key(ns, name));
     let mut cluster_ips: Vec<String> = Vec::new();
     if let Some(svc) = svc {
-        if opts.relay_to_cluster_ip {
-            // `clusterIP` plus the dual-stack `clusterIPs`; `None` marks a headless Service.
-            let all = svc.spec.cluster_ip.iter().chain(svc.spec.cluster_ips.iter());
-            for ip in all {
-                if !ip.is_empty() && ip != "None" && !cluster_ips.contains(ip) {
-                    cluster_ips.push(ip.clone());
-                }
+        // `clusterIP` plus the dual-stack `clusterIPs`; `None` marks a headless Service.
+        let all = svc
+            .spec
+            .cluster_ip
+            .iter()
+            .chain(svc.spec.cluster_ips.iter());
+        for ip in all {
+            if !ip.is_empty() && ip != "None" && !cluster_ips.contains(ip) {
+                cluster_ips.push(ip.clone());
             }
         }
     }
     let mut push = |kind, message| errors.push(BackendError { kind, message });
+    if !opts.relay_to_cluster_ip {
+        // Only the endpoints matter, so the Service object is not needed (spec 2.9).
+        if addresses.is_empty() {
+            let why = match svc {
+                Some(_) => format!("Service {id} has no EndpointSlice addresses"),
+                None => format!("no EndpointSlice addresses found for Service {id}"),
+            };
+            push(BackendErrorKind::NotFound, why);
+            return None;
+        }
+        return Some((ClusterType::Static, addresses));
+    }
     match (svc.is_some(), addresses.is_empty(), cluster_ips.is_empty()) {
         (false, true, _) => {
-            push(BackendErrorKind::NotFound, store.why_missing("Service", &id));
+            push(
+                BackendErrorKind::NotFound,
+                store.why_missing("Service", &id),
+            );
             return None;
         }
         (false, false, _) => push(
             BackendErrorKind::ServiceNotFound,
-            format!("{} (its EndpointSlice addresses are used)", store.why_missing("Service", &id)),
+            format!(
+                "{} (its EndpointSlice addresses are used)",
+                store.why_missing("Service", &id)
+            ),
         ),
         (true, true, true) => {
-            let what = if opts.relay_to_cluster_ip {
-                "no EndpointSlice addresses and no clusterIP"
-            } else {
-                "no EndpointSlice addresses"
-            };
-            push(BackendErrorKind::NotFound, format!("Service {id} has {what}"));
+            push(
+                BackendErrorKind::NotFound,
+                format!("Service {id} has no EndpointSlice addresses and no clusterIP"),
+            );
             return None;
         }
         (true, true, false) => push(
             BackendErrorKind::EndpointNotFound,
-            format!("no EndpointSlice addresses found for Service {id} (only its clusterIP is used)"),
+            format!(
+                "no EndpointSlice addresses found for Service {id} (only its clusterIP is used)"
+            ),
         ),
         // Endpoints found; a missing clusterIP is a headless Service, which is fine.
         (true, false, _) => {}

@@ -119,7 +119,11 @@ pub fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentO
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     labels.insert(OWNED_BY_LABEL.into(), "stunner".into());
-    labels.extend(mandatory.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    labels.extend(
+        mandatory
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
 
     let mut annotations = gw.metadata.annotations.clone();
     annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -127,7 +131,11 @@ pub fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentO
 
     let mut pod_labels = s.labels.clone();
     pod_labels.insert("app".into(), "stunner".into());
-    pod_labels.extend(mandatory.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    pod_labels.extend(
+        mandatory
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let mut pod_annotations = s.annotations.clone();
     pod_annotations.insert(OWNER_ANNOTATION.into(), gw.metadata.key());
 
@@ -137,7 +145,11 @@ pub fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentO
         {"key": GATEWAY_NAMESPACE_LABEL, "operator": "In", "values": [ns]},
     ]});
 
-    let image = if s.image.is_empty() { DEFAULT_IMAGE.to_string() } else { s.image.clone() };
+    let image = if s.image.is_empty() {
+        DEFAULT_IMAGE.to_string()
+    } else {
+        s.image.clone()
+    };
     let mut env = vec![
         json!({"name": "STUNNER_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
         json!({"name": "STUNNER_NAME", "value": name}),
@@ -166,7 +178,11 @@ pub fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentO
             .clone()
             .unwrap_or_else(|| default_pull_policy(&image).to_string()),
         image,
-        command: if s.command.is_empty() { vec!["stunnerd".into()] } else { s.command.clone() },
+        command: if s.command.is_empty() {
+            vec!["stunnerd".into()]
+        } else {
+            s.command.clone()
+        },
         args: if s.args.is_empty() {
             vec!["-w".into(), "--udp-thread-num=16".into()]
         } else {
@@ -176,9 +192,10 @@ pub fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentO
         // The seed lists envFrom among the fields that take effect; upstream drops it.
         env_from: s.env_from.clone(),
         ports: vec![json!({"name": "metrics-port", "containerPort": 8080, "protocol": "TCP"})],
-        resources: s.resources.clone().unwrap_or_else(|| {
-            json!({"limits": {"memory": "20M"}, "requests": {"cpu": "250m"}})
-        }),
+        resources: s
+            .resources
+            .clone()
+            .unwrap_or_else(|| json!({"limits": {"memory": "20M"}, "requests": {"cpu": "250m"}})),
         liveness_probe,
         readiness_probe,
         security_context: s.container_security_context.clone(),
@@ -192,7 +209,7 @@ pub fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentO
             namespace: ns.clone(),
             labels,
             annotations,
-            owner_references: vec![gateway_owner(gw)],
+            owner_references: gateway_owner(gw),
         },
         spec: DeploymentSpec {
             // Seed: default 1.

@@ -91,7 +91,9 @@ pub fn resolve_tls(
             why.push(store.why_missing("Secret", &id));
             continue;
         };
-        let cert = ["tls.crt", "crt", "cert"].iter().find_map(|k| secret.get(k));
+        let cert = ["tls.crt", "crt", "cert"]
+            .iter()
+            .find_map(|k| secret.get(k));
         let pkey = ["tls.key", "key"].iter().find_map(|k| secret.get(k));
         match (cert, pkey) {
             (Some(c), Some(k)) => {

@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::objects::{
-    Dataplane, EndpointSlice, Gateway, GatewayClass, GatewayConfig, Namespace, Node, Object,
-    RouteVersion, Secret, Service, StaticService, UdpRoute, is_cluster_scoped, json_type,
-};
+use super::objects::{Object, RouteVersion, UdpRoute, is_cluster_scoped, json_type};
 
 /// How bad a load finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +109,15 @@ fn expand_path(path: &Path, errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
         .filter(|p| p.is_file() && is_manifest(p))
         .collect();
     files.sort();
+    if files.is_empty() {
+        errors.push(LoadError {
+            severity: Severity::Note,
+            ..file_error(
+                &shown,
+                "no .yaml, .yml or .json files in this directory".into(),
+            )
+        });
+    }
     files
 }
 
@@ -183,7 +189,7 @@ fn split_documents(text: &str) -> Vec<RawDoc> {
     let mut flush = |current: &mut String, line: usize| {
         docs.push(RawDoc {
             line,
-            value: parse_yaml_doc(current),
+            value: parse_yaml_doc(current, line),
         });
         current.clear();
     };
@@ -213,18 +219,45 @@ fn split_documents(text: &str) -> Vec<RawDoc> {
     docs
 }
 
-fn parse_yaml_doc(text: &str) -> Result<Option<Value>, String> {
+/// Parse one YAML document whose first line is line `first_line` of the file.
+fn parse_yaml_doc(text: &str, first_line: usize) -> Result<Option<Value>, String> {
     if text.lines().all(|l| {
         let t = l.trim();
         t.is_empty() || t.starts_with('#')
     }) {
         return Ok(None);
     }
-    match serde_yaml::from_str::<Value>(text) {
+    // Through serde_yaml's own Value first: it refuses duplicate keys (as kubectl does),
+    // where decoding straight into a JSON map would silently keep the last one, e.g. when
+    // two files are concatenated without a `---` between them.
+    let yaml = serde_yaml::from_str::<serde_yaml::Value>(text)
+        .map_err(|e| format!("invalid YAML: {}", shift_lines(&e.to_string(), first_line)))?;
+    match serde_json::to_value(&yaml) {
         Ok(Value::Null) => Ok(None),
         Ok(v) => Ok(Some(v)),
-        Err(e) => Err(format!("invalid YAML: {e}")),
+        Err(e) => Err(format!("unsupported YAML: {e}")),
     }
+}
+
+/// serde_yaml counts lines from the start of the document; rewrite every `line N` in its
+/// message to a line of the file.
+fn shift_lines(msg: &str, first_line: usize) -> String {
+    const KEY: &str = "line ";
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(KEY) {
+        let (head, tail) = rest.split_at(i + KEY.len());
+        out.push_str(head);
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        let (num, after) = tail.split_at(digits);
+        match num.parse::<usize>() {
+            Ok(n) => out.push_str(&(first_line + n.saturating_sub(1)).to_string()),
+            Err(_) => out.push_str(num),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 struct DocCtx<'a> {
@@ -295,7 +328,12 @@ fn decode_value(value: Value, prefix: &str, ctx: &mut DocCtx<'_>, out: &mut Vec<
         format!("{kind} {name}")
     };
     if kind.is_empty() {
-        ctx.push(Severity::Error, "", &join(prefix, "kind"), "missing kind".into());
+        ctx.push(
+            Severity::Error,
+            "",
+            &join(prefix, "kind"),
+            "missing kind".into(),
+        );
         return;
     }
     if api_version.is_empty() {
@@ -332,9 +370,7 @@ fn decode_value(value: Value, prefix: &str, ctx: &mut DocCtx<'_>, out: &mut Vec<
         ("v1", "Service") => typed(value, prefix).map(Object::Service),
         ("v1", "Namespace") => typed(value, prefix).map(Object::Namespace),
         ("v1", "Node") => typed(value, prefix).map(Object::Node),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed(value, prefix).map(Object::EndpointSlice)
-        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, prefix).map(Object::EndpointSlice),
         (_, k) if KNOWN_KINDS.contains(&k) => {
             let msg = format!("skipped: apiVersion {api_version:?} is not supported for {kind}");
             ctx.push(Severity::Note, &label, &join(prefix, "apiVersion"), msg);
@@ -373,7 +409,10 @@ const KNOWN_KINDS: [&str; 11] = [
 ];
 
 /// Decode into a typed struct, keeping the path of the first type error.
-fn typed<T: serde::de::DeserializeOwned>(value: Value, prefix: &str) -> Result<T, (String, String)> {
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    prefix: &str,
+) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         // serde_path_to_error prints `.` for the root.

@@ -23,12 +23,15 @@ mod attach;
 mod auth;
 pub mod cli;
 mod cluster;
+mod config_for;
 mod deployment;
+mod gateway;
 mod listener;
 mod load;
 mod objects;
 pub mod output;
 mod render;
+mod routes;
 mod schema;
 mod service;
 mod status;
@@ -40,14 +43,16 @@ mod tests;
 use std::fmt;
 
 pub use auth::{ERR_AUTH_TYPE, ERR_EPHEMERAL_SECRET, ERR_EXTERNAL_AUTH, ERR_STATIC_CREDS};
+pub use config_for::{ConfigForError, render_config_for};
 pub use deployment::{
-    Container, DeploymentObject, DeploymentSpec, PodSpec, PodTemplate, cds_uri,
-    default_pull_policy,
+    Container, DeploymentObject, DeploymentSpec, PodSpec, PodTemplate, cds_uri, default_pull_policy,
 };
 pub use load::{LoadError, Severity, load_objects, parse_str};
 pub use objects::*;
-pub use render::{ConfigForError, render, render_config_for, render_with};
-pub use service::{MetaOut, OwnerRefOut, ServiceObject, ServicePortOut, ServiceSpecOut, parse_port_map};
+pub use render::{render, render_with};
+pub use service::{
+    MetaOut, OwnerRefOut, ServiceObject, ServicePortOut, ServiceSpecOut, parse_port_map,
+};
 pub use status::{
     ClassStatus, Condition, GatewayStatus, GatewayStatusAddress, ListenerStatus, ParentRefOut,
     RouteParentStatus, RouteStatus, Status, StatusMeta, StatusObject,
@@ -135,7 +140,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(severity: Severity, object: &str, path: &str, message: impl Into<String>) -> Finding {
+    pub fn new(
+        severity: Severity,
+        object: &str,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Finding {
         Finding {
             severity,
             object: object.to_string(),
@@ -183,6 +193,8 @@ pub struct RenderOutput {
     pub statuses: Vec<StatusObject>,
     /// Rejections (`Severity::Error`) and notes, each naming its object.
     pub findings: Vec<Finding>,
+    /// Legacy mode: Gateway `ns/name` -> index of its class's config in `configs`.
+    pub(crate) legacy_config_of: std::collections::BTreeMap<String, usize>,
 }
 
 impl RenderOutput {

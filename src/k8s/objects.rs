@@ -15,6 +15,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// One decoded object. The variants are the kinds of issue 6, item 1.
+// Objects are decoded once per render, a few hundred at most: boxing the larger variants
+// would cost more in readability than the bytes it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Object {
     GatewayClass(GatewayClass),

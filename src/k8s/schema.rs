@@ -24,10 +24,8 @@ pub fn check(obj: &Object) -> Vec<Violation> {
         Object::UdpRoute(o) => udp_route(o, &mut v),
         Object::StaticService(o) => static_service(o, &mut v),
         Object::Dataplane(o) => dataplane(o, &mut v),
-        Object::GatewayClass(o) => {
-            if o.spec.controller_name.is_empty() {
-                v.push(("spec.controllerName".into(), "required".into()));
-            }
+        Object::GatewayClass(o) if o.spec.controller_name.is_empty() => {
+            v.push(("spec.controllerName".into(), "required".into()));
         }
         _ => {}
     }
@@ -35,7 +33,13 @@ pub fn check(obj: &Object) -> Vec<Violation> {
 }
 
 /// The inline authType values the CRD admits (`none` is only valid inside an auth Secret).
-pub const AUTH_TYPES: [&str; 5] = ["plaintext", "static", "longterm", "ephemeral", "timewindowed"];
+pub const AUTH_TYPES: [&str; 5] = [
+    "plaintext",
+    "static",
+    "longterm",
+    "ephemeral",
+    "timewindowed",
+];
 
 fn gateway_config(o: &GatewayConfig, v: &mut Vec<Violation>) {
     let s = &o.spec;
@@ -55,11 +59,17 @@ fn gateway_config(o: &GatewayConfig, v: &mut Vec<Violation>) {
         if !AUTH_TYPES.contains(&t.as_str()) {
             v.push((
                 "spec.authType".into(),
-                format!("unsupported value {t:?}: must be one of {}", AUTH_TYPES.join(", ")),
+                format!(
+                    "unsupported value {t:?}: must be one of {}",
+                    AUTH_TYPES.join(", ")
+                ),
             ));
         }
     }
-    for (field, value) in [("spec.userName", &s.user_name), ("spec.password", &s.password)] {
+    for (field, value) in [
+        ("spec.userName", &s.user_name),
+        ("spec.password", &s.password),
+    ] {
         if let Some(val) = value {
             if !is_token(val) {
                 v.push((
@@ -85,9 +95,7 @@ pub fn is_realm(s: &str) -> bool {
             let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
             match (b.first(), b.last()) {
                 (Some(first), Some(last)) => {
-                    alnum(first)
-                        && alnum(last)
-                        && b.iter().all(|c| alnum(c) || *c == b'-')
+                    alnum(first) && alnum(last) && b.iter().all(|c| alnum(c) || *c == b'-')
                 }
                 _ => false,
             }
@@ -106,10 +114,16 @@ fn gateway(o: &Gateway, v: &mut Vec<Violation>) {
         v.push(("spec.gatewayClassName".into(), "required".into()));
     }
     if s.listeners.is_empty() {
-        v.push(("spec.listeners".into(), "at least one listener is required".into()));
+        v.push((
+            "spec.listeners".into(),
+            "at least one listener is required".into(),
+        ));
     }
     if s.listeners.len() > 64 {
-        v.push(("spec.listeners".into(), "at most 64 listeners are allowed".into()));
+        v.push((
+            "spec.listeners".into(),
+            "at most 64 listeners are allowed".into(),
+        ));
     }
     let mut names = HashSet::new();
     for (i, l) in s.listeners.iter().enumerate() {
@@ -118,7 +132,10 @@ fn gateway(o: &Gateway, v: &mut Vec<Violation>) {
         } else if !names.insert(l.name.as_str()) {
             v.push((
                 format!("spec.listeners[{i}].name"),
-                format!("duplicate listener name {:?}: names must be unique per Gateway", l.name),
+                format!(
+                    "duplicate listener name {:?}: names must be unique per Gateway",
+                    l.name
+                ),
             ));
         }
         if !(1..=65535).contains(&l.port) {
@@ -145,7 +162,10 @@ fn gateway(o: &Gateway, v: &mut Vec<Violation>) {
 fn udp_route(o: &UdpRoute, v: &mut Vec<Violation>) {
     let s = &o.spec;
     if s.parent_refs.is_empty() {
-        v.push(("spec.parentRefs".into(), "at least one parentRef is required".into()));
+        v.push((
+            "spec.parentRefs".into(),
+            "at least one parentRef is required".into(),
+        ));
     }
     for (i, p) in s.parent_refs.iter().enumerate() {
         if p.name.is_empty() {
@@ -218,7 +238,10 @@ fn dataplane(o: &Dataplane, v: &mut Vec<Violation>) {
     }
     if let Some(r) = s.replicas {
         if r < 0 {
-            v.push(("spec.replicas".into(), format!("invalid value {r}: must be >= 0")));
+            v.push((
+                "spec.replicas".into(),
+                format!("invalid value {r}: must be >= 0"),
+            ));
         }
     }
     if let Some(t) = s.termination_grace_period_seconds {

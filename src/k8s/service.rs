@@ -54,14 +54,29 @@ pub struct OwnerRefOut {
     pub uid: String,
 }
 
-/// The ownerReference making a derived object garbage-collected with its Gateway.
-pub fn gateway_owner(gw: &Gateway) -> OwnerRefOut {
-    OwnerRefOut {
-        api_version: "gateway.networking.k8s.io/v1".into(),
-        kind: "Gateway".into(),
-        name: gw.metadata.name.clone(),
-        uid: gw.metadata.uid.clone(),
+/// The ownerReference making a derived object garbage-collected with its Gateway. Only
+/// when the Gateway has a UID: one read from a manifest has none until it is created, and
+/// the API server refuses an ownerReference without one.
+pub fn gateway_owner(gw: &Gateway) -> Vec<OwnerRefOut> {
+    owner(
+        "gateway.networking.k8s.io/v1",
+        "Gateway",
+        &gw.metadata.name,
+        &gw.metadata.uid,
+    )
+}
+
+/// An ownerReference list: one entry, or none when `uid` is unknown.
+pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> Vec<OwnerRefOut> {
+    if uid.is_empty() {
+        return Vec::new();
     }
+    vec![OwnerRefOut {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+    }]
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,7 +133,10 @@ pub struct ServiceResult {
 
 /// The annotations requested for a Gateway's Service: GatewayConfig
 /// `loadBalancerServiceAnnotations`, overridden by the Gateway's own, then the owner key.
-pub fn merged_annotations(gw: &Gateway, gc_annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn merged_annotations(
+    gw: &Gateway,
+    gc_annotations: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut a = gc_annotations.clone();
     a.extend(gw.metadata.annotations.clone());
     a.remove(LAST_APPLIED_ANN);
@@ -136,7 +154,11 @@ pub fn render_service(
 ) -> ServiceResult {
     let (ns, name) = (&gw.metadata.namespace, &gw.metadata.name);
     let requested = merged_annotations(gw, gc_annotations);
-    let flag = |k: &str| requested.get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let flag = |k: &str| {
+        requested
+            .get(k)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
     let describe = format!("Gateway {}", gw.metadata.key());
     let mut port_map = |k: &str| match requested.get(k).map(|v| parse_port_map(v)) {
         None => BTreeMap::new(),
@@ -203,7 +225,9 @@ pub fn render_service(
         }
     }
 
-    let mut labels = existing.map(|s| s.metadata.labels.clone()).unwrap_or_default();
+    let mut labels = existing
+        .map(|s| s.metadata.labels.clone())
+        .unwrap_or_default();
     labels.insert(OWNED_BY_LABEL.into(), "stunner".into());
     labels.insert(GATEWAY_NAME_LABEL.into(), name.clone());
     labels.insert(GATEWAY_NAMESPACE_LABEL.into(), ns.clone());
@@ -242,6 +266,7 @@ pub fn render_service(
         .filter(|a| !a.value.is_empty())
         .map(|a| a.value.clone());
 
+    let is_lb = service_type == "LoadBalancer";
     let service = ServiceObject {
         api_version: "v1".into(),
         kind: "Service".into(),
@@ -250,16 +275,22 @@ pub fn render_service(
             namespace: ns.clone(),
             labels,
             annotations,
-            owner_references: vec![gateway_owner(gw)],
+            owner_references: gateway_owner(gw),
         },
         spec: ServiceSpecOut {
             service_type,
             selector,
             external_traffic_policy: local.then(|| "Local".to_string()),
-            session_affinity: if flag(NO_AFFINITY_ANN) { "None" } else { "ClientIP" }.into(),
+            session_affinity: if flag(NO_AFFINITY_ANN) {
+                "None"
+            } else {
+                "ClientIP"
+            }
+            .into(),
             ports,
             external_ips: hint.iter().cloned().collect(),
-            load_balancer_ip: hint,
+            // The API server refuses loadBalancerIP on other Service types.
+            load_balancer_ip: hint.filter(|_| is_lb),
         },
     };
     ServiceResult {

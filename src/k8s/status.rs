@@ -86,7 +86,13 @@ fn is_zero(v: &i64) -> bool {
 }
 
 impl Condition {
-    pub fn new(ctype: &str, status: bool, reason: &str, message: impl Into<String>, generation: i64) -> Self {
+    pub fn new(
+        ctype: &str,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+        generation: i64,
+    ) -> Self {
         Condition {
             condition_type: ctype.to_string(),
             status: if status { "True" } else { "False" }.to_string(),
@@ -187,27 +193,35 @@ pub struct RouteGroupKind {
 /// What happened to one listener, which decides its status (spec 3.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerOutcome {
-    Rendered { routes: usize },
-    Conflicted { routes: usize },
-    UnsupportedProtocol { message: String },
+    Rendered {
+        routes: usize,
+    },
+    Conflicted {
+        routes: usize,
+    },
+    UnsupportedProtocol {
+        message: String,
+    },
     /// `tls.mode` other than Terminate: Passthrough makes no sense for TURN (seed).
-    UnsupportedTlsMode { message: String },
-    InvalidCertificateRef { message: String },
+    UnsupportedTlsMode {
+        message: String,
+    },
+    InvalidCertificateRef {
+        message: String,
+    },
     /// The whole Gateway was invalidated.
     Pending,
-}
-
-impl ListenerOutcome {
-    /// Whether this outcome is a problem the user has to fix.
-    pub fn is_error(&self) -> bool {
-        !matches!(self, ListenerOutcome::Rendered { .. } | ListenerOutcome::Pending)
-    }
 }
 
 pub fn listener_status(name: &str, outcome: &ListenerOutcome, generation: i64) -> ListenerStatus {
     let c = |t: &str, s: bool, r: &str, m: &str| Condition::new(t, s, r, m, generation);
     let accepted = c("Accepted", true, "Accepted", "listener accepted");
-    let no_conflict = c("Conflicted", false, "NoConflicts", "listener protocol-port available");
+    let no_conflict = c(
+        "Conflicted",
+        false,
+        "NoConflicts",
+        "listener protocol-port available",
+    );
     // "sucessfully" is upstream's spelling; kept so that status watchers keep matching.
     let resolved = c(
         "ResolvedRefs",
@@ -233,14 +247,23 @@ pub fn listener_status(name: &str, outcome: &ListenerOutcome, generation: i64) -
         ListenerOutcome::UnsupportedProtocol { message } => (
             0,
             vec![
-                c("Accepted", false, "UnsupportedProtocol", &format!("unsupported protocol: {message}")),
+                c(
+                    "Accepted",
+                    false,
+                    "UnsupportedProtocol",
+                    &format!("unsupported protocol: {message}"),
+                ),
                 no_conflict,
                 resolved,
             ],
         ),
         ListenerOutcome::UnsupportedTlsMode { message } => (
             0,
-            vec![c("Accepted", false, "UnsupportedValue", message), no_conflict, resolved],
+            vec![
+                c("Accepted", false, "UnsupportedValue", message),
+                no_conflict,
+                resolved,
+            ],
         ),
         ListenerOutcome::InvalidCertificateRef { message } => (
             0,
@@ -337,11 +360,18 @@ pub struct RouteStatus {
 impl Serialize for RouteStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut parents: Vec<Value> = Vec::with_capacity(self.parents.len() + self.foreign.len());
-        for p in &self.parents {
-            parents.push(serde_json::to_value(p).map_err(serde::ser::Error::custom)?);
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Entry<'a> {
+            Ours(&'a RouteParentStatus),
+            Foreign(&'a Value),
         }
-        parents.extend(self.foreign.iter().cloned());
+        let parents: Vec<Entry<'_>> = self
+            .parents
+            .iter()
+            .map(Entry::Ours)
+            .chain(self.foreign.iter().map(Entry::Foreign))
+            .collect();
         let mut m = s.serialize_map(Some(1))?;
         m.serialize_entry("parents", &parents)?;
         m.end()
@@ -415,7 +445,11 @@ pub fn route_parent_condition(outcome: ParentOutcome, id: &str, generation: i64)
     }
 }
 
-pub fn route_resolved_condition(outcome: BackendOutcome, detail: &str, generation: i64) -> Condition {
+pub fn route_resolved_condition(
+    outcome: BackendOutcome,
+    detail: &str,
+    generation: i64,
+) -> Condition {
     let failed = "at least one backend reference failed to be successfully resolved";
     let msg = |m: &str| {
         if detail.is_empty() {
@@ -432,11 +466,19 @@ pub fn route_resolved_condition(outcome: BackendOutcome, detail: &str, generatio
             "all backend references successfully resolved",
             generation,
         ),
-        BackendOutcome::InvalidKind => {
-            Condition::new("ResolvedRefs", false, "InvalidKind", msg(failed), generation)
-        }
-        BackendOutcome::NotFound => {
-            Condition::new("ResolvedRefs", false, "BackendNotFound", msg(failed), generation)
-        }
+        BackendOutcome::InvalidKind => Condition::new(
+            "ResolvedRefs",
+            false,
+            "InvalidKind",
+            msg(failed),
+            generation,
+        ),
+        BackendOutcome::NotFound => Condition::new(
+            "ResolvedRefs",
+            false,
+            "BackendNotFound",
+            msg(failed),
+            generation,
+        ),
     }
 }

@@ -252,7 +252,10 @@ impl Worker {
                 Some(id) => id,
                 None => match self.new_session(now, slot, client) {
                     Some(id) => id,
-                    None => continue,
+                    None => {
+                        debug!(target: "listener", "DTLS: no session for {client}");
+                        continue;
+                    }
                 },
             };
             if let Some(Some(s)) = self.sessions.get_mut(id) {
@@ -275,21 +278,39 @@ impl Worker {
     }
 
     fn new_session(&mut self, now: Now, slot: usize, client: SocketAddr) -> Option<usize> {
-        let half_open = self
-            .sessions
-            .iter()
-            .flatten()
-            .filter(|s| !s.established)
-            .count();
-        if half_open >= MAX_HALF_OPEN || self.session_index.len() >= MAX_SESSIONS {
+        if self.session_index.len() >= MAX_SESSIONS {
             return None;
         }
+        // At the bound, the oldest handshake gives way: a flood of spoofed hellos then only
+        // evicts itself, while a real client, which answers the cookie within a round trip,
+        // gets through.
+        let half_open = self.half_open_sessions();
+        if half_open >= MAX_HALF_OPEN {
+            let oldest = self
+                .sessions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.as_ref()
+                        .filter(|s| !s.established)
+                        .map(|s| (s.deadline, i))
+                })
+                .min()
+                .map(|(_, i)| i)?;
+            self.close_session(oldest);
+        }
         let l = self.dtls_listeners.get(slot)?.as_ref()?;
-        let mut ssl = Ssl::new(&l.ctx).ok()?;
+        let mut ssl = Ssl::new(&l.ctx)
+            .map_err(|e| debug!(target: "listener", "DTLS: new session: {e}"))
+            .ok()?;
         ssl.set_ex_data(addr_index()?, client);
-        ssl.set_mtu(MTU).ok()?;
+        ssl.set_mtu(MTU)
+            .map_err(|e| debug!(target: "listener", "DTLS: set MTU: {e}"))
+            .ok()?;
         ssl.set_accept_state();
-        let stream = SslStream::new(ssl, Datagrams::default()).ok()?;
+        let stream = SslStream::new(ssl, Datagrams::default())
+            .map_err(|e| debug!(target: "listener", "DTLS: new stream: {e}"))
+            .ok()?;
         let id = match self.sessions.iter().position(Option::is_none) {
             Some(free) => free,
             None => {

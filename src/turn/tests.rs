@@ -929,3 +929,57 @@ fn cluster_traffic_is_counted_per_cluster_and_survives_generations() {
         ("b", 1, 5)
     );
 }
+
+#[test]
+fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
+    let mut h = Harness::new(&[("v6", &["2001:4860::/32", "::1/128"]), ("v4", &["8.8.8.8"])]);
+    h.snap.listeners[0].relay_ip = "2001:db8::5".parse().unwrap();
+    let mut c = h.client("[2001:db8::7]:4000");
+    // No REQUESTED-ADDRESS-FAMILY: the family follows the listener.
+    let relayed = h.allocate(&mut c);
+    assert_eq!(relayed, "[2001:db8::5]:50000".parse().unwrap());
+    assert_eq!(h.relays.last_request.unwrap().family, Family::V6);
+    // An IPv4 peer on an IPv6 allocation: 443.
+    let r = h.request(&mut c, Method::CreatePermission, &[peer_attr("8.8.8.8:53")]);
+    assert_eq!(code_of(&r), Some(443));
+    let r = h.request(
+        &mut c,
+        Method::ChannelBind,
+        &[channel(0x4000), peer_attr("8.8.8.8:53")],
+    );
+    assert_eq!(code_of(&r), Some(443));
+    // IPv6 peers inside a routed prefix relay; others are refused.
+    let r = h.request(
+        &mut c,
+        Method::ChannelBind,
+        &[channel(0x4000), peer_attr("[2001:4860::8888]:53")],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    let r = h.request(
+        &mut c,
+        Method::CreatePermission,
+        &[peer_attr("[2606:4700::1]:53")],
+    );
+    assert_eq!(code_of(&r), Some(403));
+    match h.send(&c, &channel_data(0x4000, b"v6")) {
+        Outcome::Forward(_, peer, _) => assert_eq!(peer, "[2001:4860::8888]:53".parse().unwrap()),
+        other => panic!("{other:?}"),
+    }
+    let (_, bytes) = h.peer(0, "[2001:4860::8888]:53", b"back").unwrap();
+    assert_eq!(bytes, channel_data(0x4000, b"back"));
+    // Asking for IPv4 behind an IPv6 listener address: 440.
+    let mut c2 = h.client("[2001:db8::7]:4001");
+    let r = h.request(
+        &mut c2,
+        Method::Allocate,
+        &[udp(), (REQUESTED_ADDRESS_FAMILY, vec![1, 0, 0, 0])],
+    );
+    assert_eq!(code_of(&r), Some(440));
+    // Refresh asking for the other family: 443.
+    let r = h.request(
+        &mut c,
+        Method::Refresh,
+        &[(REQUESTED_ADDRESS_FAMILY, vec![1, 0, 0, 0])],
+    );
+    assert_eq!(code_of(&r), Some(443));
+}
