@@ -30,22 +30,17 @@ t=$(date +%s)
 cargo build --release
 elapsed "$t"
 
-# Fuzz targets: optional. Built only if fuzz/ exists, cargo-fuzz is installed and a nightly
-# toolchain is available (cargo-fuzz needs one); otherwise skipped with a note.
-if [ -f fuzz/Cargo.toml ]; then
-    if cargo fuzz --version >/dev/null 2>&1; then
-        if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-            step "cargo +nightly fuzz build"
-            t=$(date +%s)
-            cargo +nightly fuzz build
-            elapsed "$t"
-        else
-            step "fuzz build skipped: no nightly toolchain (rustup toolchain install nightly)"
-        fi
-    else
-        step "fuzz build skipped: cargo-fuzz not installed (cargo install cargo-fuzz)"
-    fi
-fi
+# Fuzz targets: always built (on stable, as plain binaries linked with libFuzzer) and each
+# run briefly on random input, so they cannot rot; coverage-guided fuzzing with cargo-fuzz
+# needs a nightly toolchain and is run by hand (see fuzz/README.md).
+step "fuzz targets: build and smoke-run"
+t=$(date +%s)
+cargo build --manifest-path fuzz/Cargo.toml --release
+for target in stun_message channel_data core_sequence; do
+    fuzz/target/release/"$target" -runs=20000 -max_len=512 >/dev/null 2>&1 \
+        || { echo "fuzz target $target failed"; exit 1; }
+done
+elapsed "$t"
 
 step "cargo test"
 t=$(date +%s)

@@ -281,3 +281,84 @@ fn ipv6_relaying_over_udp_and_tcp() {
         r.assert_all_echoed(40, &server.log());
     }
 }
+
+/// `stunnerd turn://user:pass@127.0.0.1:PORT` serves Binding and Allocate with the default
+/// configuration of a TURN URI; `turns://...?transport=tcp` serves TLS with a self-signed
+/// certificate.
+#[test]
+fn turn_uri_default_configuration() {
+    use stunnerd::snapshot::long_term_key;
+    use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
+
+    let port = free_udp_tcp_port();
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.arg(format!("turn://user:pass@127.0.0.1:{port}"));
+    let mut server = Proc::spawn("stunnerd", cmd);
+    wait_udp_ready(local(port)).expect("Binding is answered");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let request = |tid: u8, nonce: Option<&[u8]>| {
+        let mut buf = vec![0u8; 256];
+        let mut w =
+            MessageWriter::new(&mut buf, Method::Allocate, Class::Request, &[tid; 12]).unwrap();
+        w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).unwrap();
+        if let Some(nonce) = nonce {
+            w.add(attr::USERNAME, b"user").unwrap();
+            w.add(attr::REALM, b"stunner.l7mp.io").unwrap();
+            w.add(attr::NONCE, nonce).unwrap();
+            w.add_integrity(&long_term_key("user", "stunner.l7mp.io", "pass"))
+                .unwrap();
+        }
+        let n = w.finish();
+        sock.send_to(&buf[..n], local(port)).unwrap();
+        let mut resp = vec![0u8; 1024];
+        let n = sock.recv(&mut resp).unwrap();
+        resp.truncate(n);
+        resp
+    };
+    let challenge = request(1, None);
+    let m = Message::parse(&challenge).unwrap();
+    assert_eq!(m.class(), Class::Error);
+    let nonce = m.get(attr::NONCE).unwrap().to_vec();
+    let ok = request(2, Some(&nonce));
+    let m = Message::parse(&ok).unwrap();
+    assert_eq!(m.class(), Class::Success, "{:?}", server.log());
+    let relayed = attr::decode_xor_addr(
+        m.get(attr::XOR_RELAYED_ADDRESS).unwrap(),
+        m.transaction_id(),
+    )
+    .unwrap();
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    server.assert_running("after Allocate");
+    // Both default configurations serve health on :8086: one at a time.
+    drop(server);
+
+    let tls_port = free_udp_tcp_port();
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.arg(format!(
+        "turns://user:pass@127.0.0.1:{tls_port}?transport=tcp"
+    ));
+    let mut tls_server = Proc::spawn("stunnerd", cmd);
+    let mut connected = String::new();
+    for _ in 0..50 {
+        let mut s_client = Command::new("timeout");
+        s_client.args([
+            "5",
+            "openssl",
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{tls_port}"),
+        ]);
+        let out = run_with_timeout(s_client, Duration::from_secs(8));
+        connected = out.combined();
+        if connected.contains("BEGIN CERTIFICATE") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tls_server.assert_running("after a TLS handshake");
+    assert!(
+        connected.contains("BEGIN CERTIFICATE"),
+        "no TLS handshake:\n{connected}"
+    );
+}
