@@ -186,9 +186,63 @@ fn relay(c: &mut Criterion) {
     g.finish();
 }
 
+/// The once-a-second sweep over 100,000 live allocations (nothing expiring): the whole
+/// per-second timer cost of a busy worker. The data path itself only compares deadlines.
+fn timers(c: &mut Criterion) {
+    const N: u32 = 100_000;
+    let snap = snapshot();
+    let now = Now::read();
+    let keys = NonceKey::from_bytes([1; 32]);
+    let mut server = Server::new(keys.clone());
+    let mut relays = OneRelay;
+    let key = long_term_key("user", "stunner.l7mp.io", "pass");
+    let mut out = vec![0u8; 1024];
+    let mut req = vec![0u8; 512];
+    for i in 0..N {
+        let client = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40_000));
+        let nonce = keys.make(now.unix, client);
+        let tid = [(i % 251) as u8; 12];
+        let mut w = MessageWriter::new(&mut req, Method::Allocate, Class::Request, &tid).unwrap();
+        w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).unwrap();
+        w.add_u32(attr::LIFETIME, 3600).unwrap();
+        w.add(attr::USERNAME, b"user").unwrap();
+        w.add(attr::REALM, b"stunner.l7mp.io").unwrap();
+        w.add(attr::NONCE, &nonce).unwrap();
+        w.add_integrity(&key).unwrap();
+        let n = w.finish();
+        let ctx = ClientCtx {
+            transport: TransportId(0),
+            listener: 0,
+            client,
+        };
+        let r = server.handle_client(now, &snap, ctx, &req[..n], &mut out, &mut relays);
+        assert!(matches!(r, ClientOutput::Reply(_)));
+    }
+    assert_eq!(server.allocation_count(), N as usize);
+    let mut g = c.benchmark_group("timers");
+    g.sample_size(10);
+    let mut t = now;
+    g.bench_function("sweep_100k_allocations", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                t = t.advance(Duration::from_secs(1));
+                server.handle_timeout(t, &mut relays);
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+    assert_eq!(
+        server.allocation_count(),
+        N as usize,
+        "nothing expired during the bench"
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = codec, relay
+    targets = codec, relay, timers
 }
 criterion_main!(benches);

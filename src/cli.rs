@@ -156,6 +156,12 @@ pub struct Cli {
     )]
     pub force_ready_status: bool,
 
+    /// Receive and send buffer size in bytes asked for on every UDP socket (listeners and
+    /// relays); the kernel caps it at net.core.rmem_max/wmem_max. Datagrams dropped for want
+    /// of buffer space are counted (stunnerd_listener_kernel_drops_total). Our extension.
+    #[arg(long = "socket-buffer-size", value_name = "BYTES", default_value_t = 4 << 20)]
+    pub socket_buffer_size: usize,
+
     /// Verbose logging, same as `-l all:DEBUG` (an explicit `-l` wins).
     #[arg(
         short = 'v',
@@ -515,6 +521,7 @@ impl fmt::Debug for Cli {
             .field("udp_thread_num", &self.udp_thread_num)
             .field("dry_run", &self.dry_run)
             .field("force_ready_status", &self.force_ready_status)
+            .field("socket_buffer_size", &self.socket_buffer_size)
             .field("verbose", &self.verbose)
             .field("cds_server_address", &self.cds_server_address)
             .field("cds_server_namespace", &self.cds_server_namespace)

@@ -12,7 +12,10 @@
 //! * [`snapshot`]: the compiled immutable view of a config that workers read.
 //! * [`transport`]: the I/O shell: worker event loops and sockets. The only module
 //!   allowed `unsafe`.
-//! * [`runtime`]: starts workers, owns the one clock read, handles signals.
+//! * [`runtime`]: starts workers and the control plane (reconciler, DNS), signals, drain.
+//! * [`source`]: where configs come from (file watch, CDS client, manifests).
+//! * [`admin`]: `/live`, `/ready`, `/status` and Prometheus `/metrics`.
+//! * [`cds`]: `stunnerd cds-server`, a config discovery server of our own.
 //!
 //! Run-loop rule: every input to the core (`handle_*`) is followed by draining its output;
 //! the core never blocks, never reads a clock and never touches a socket.
@@ -22,12 +25,15 @@
 //! `now` and the snapshot generation, and returns a `Forward` that borrows the payload; the
 //! shell sends it from the relay socket.
 
+pub mod admin;
+pub mod cds;
 pub mod cli;
 pub mod config;
 pub mod k8s;
 pub mod log;
 pub mod runtime;
 pub mod snapshot;
+pub mod source;
 pub mod stun;
 pub mod transport;
 pub mod turn;

@@ -1,62 +1,115 @@
-//! Start-up, workers, signals.
+//! Start-up, the control plane, signals and graceful drain.
 //!
-//! The runtime loads the first config, compiles it into a [`Snapshot`], starts one UDP
-//! worker thread per `--udp-thread-num` (each with its own SO_REUSEPORT socket per TURN-UDP
-//! listener, its own relay sockets and its own TURN core), and waits for SIGTERM/SIGINT.
+//! The runtime loads or bootstraps the first config, compiles it into a [`Snapshot`],
+//! starts the UDP worker threads (each follows the [`Store`] by itself), binds the admin
+//! servers, and then runs the control plane on a small tokio runtime: the config source
+//! (file or CDS watch), the STRICT_DNS resolver and the reconciler, which is the one writer
+//! of the store. SIGTERM/SIGINT start a graceful drain (spec 3.10).
+//!
+//! Submodules: `reconcile` (config -> snapshot -> swap, with rollback-free refusal of bad
+//! configs), `dns` (background STRICT_DNS resolution).
+
+mod dns;
+mod reconcile;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::admin::{self, AdminState};
 use crate::cli::{Cli, Origin};
-use crate::config::{self, ListenerProtocol, StunnerConfig};
-use crate::log;
+use crate::config::{self, StunnerConfig};
+use crate::log::{self, LogHandle};
 use crate::snapshot::{Snapshot, Store};
+use crate::source::{self, Env, Sink};
 use crate::transport::pool::Workers;
+
+/// Env var naming the longest graceful drain in seconds; unset: until the last allocation
+/// ends (Kubernetes ends it with SIGKILL after `terminationGracePeriodSeconds` anyway).
+pub const ENV_DRAIN_TIMEOUT: &str = "STUNNERD_DRAIN_TIMEOUT";
+/// Env var with the node name sent to the CDS server (`node` query parameter).
+pub const ENV_NODENAME: &str = "STUNNER_NODENAME";
+/// How long readiness waits for the workers to bind a new config's listeners.
+const BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Run stunnerd with parsed flags; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let env = |k: &str| std::env::var(k).ok();
     let cli_spec = cli.log_spec();
     let logs = log::init(
         cli.log_format,
         cli_spec.as_deref().unwrap_or(log::DEFAULT_SPEC),
     );
+    // Two threads: the control plane is small, and the data plane has its own threads.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("stunnerd-control")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stunnerd: cannot start the control runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(run_async(cli, source::process_env(), logs, cli_spec));
+    // Admin connections and a source stuck in a DNS lookup must not delay the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
+}
 
-    let config = match initial_config(&cli, &env) {
-        Ok(c) => c,
-        Err(msg) => {
-            error!(target: "stunnerd", "{msg}");
-            eprintln!("stunnerd: {msg}");
-            return ExitCode::from(1);
+fn fail(msg: &str) -> ExitCode {
+    error!(target: "stunnerd", "{msg}");
+    eprintln!("stunnerd: {msg}");
+    ExitCode::from(1)
+}
+
+async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>) -> ExitCode {
+    let id = cli.instance_id(&*env);
+    let node = env(ENV_NODENAME).filter(|n| !n.is_empty());
+    let origin = resolve_origin(&cli, &env);
+
+    // The first config. Watch mode boots on the zero config so /live answers before any
+    // config arrives (spec 1.4); a watched file that is already valid is used directly, which
+    // spares binding the default health port for the moment until the watch reads it.
+    let turn_uri = cli.turn_uri();
+    let watching = cli.watch && turn_uri.is_none();
+    let initial: StunnerConfig = if let Some(uri) = turn_uri {
+        match config::from_turn_uri(uri) {
+            Ok(c) => c,
+            Err(e) => return fail(&format!("invalid TURN URI {uri:?}: {e}")),
+        }
+    } else if !watching {
+        match source::load_once(&origin, &id, node.as_deref(), &env).await {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        }
+    } else {
+        match &origin {
+            Origin::File(path) => source::file::load(path, &env).unwrap_or_else(|e| {
+                warn!(target: "stunnerd", "{e}; starting with the zero config");
+                config::zero_config(&id)
+            }),
+            _ => config::zero_config(&id),
         }
     };
+    let bootstrap = initial.is_zero_ignoring_loglevel();
+    let initial = reconcile::with_cli_loglevel(initial, cli_spec.as_deref());
     if cli_spec.is_none() {
-        logs.set_spec(&config.admin.loglevel);
+        logs.set_spec(&initial.admin.loglevel);
     }
-    let snapshot = match Snapshot::build(config, 1) {
+    let snapshot = match Snapshot::build(initial, 1) {
         Ok(s) => s,
-        Err(msg) => {
-            eprintln!("stunnerd: invalid configuration: {msg}");
-            return ExitCode::from(1);
-        }
+        Err(msg) => return fail(&format!("invalid configuration: {msg}")),
     };
-    for l in &snapshot.listeners {
-        if l.protocol != ListenerProtocol::TurnUdp {
-            warn!(
-                target: "stunnerd",
-                "listener {}: protocol {} is not supported yet by this build (TURN-UDP only); listener skipped",
-                l.name,
-                l.protocol.as_str()
-            );
-        }
-    }
-    if cli.watch {
-        warn!(target: "stunnerd", "--watch: config updates are not supported yet by this build; the config was loaded once");
-    }
     info!(
         target: "stunnerd",
-        "starting stunnerd: {} listener(s), {} cluster(s), realm {}",
+        "starting stunnerd {}: id {id}, origin {origin}, {} listener(s), {} cluster(s), realm {}",
+        env!("CARGO_PKG_VERSION"),
         snapshot.listeners.len(),
         snapshot.clusters.len(),
         snapshot.realm
@@ -67,72 +120,147 @@ pub fn run(cli: Cli) -> ExitCode {
         None
     } else {
         match Workers::start(&store, cli.udp_threads()) {
-            Ok(w) => Some(w),
-            Err(msg) => {
-                error!(target: "stunnerd", "{msg}");
-                eprintln!("stunnerd: {msg}");
-                return ExitCode::from(1);
+            Ok(w) => Some(Arc::new(w)),
+            Err(msg) => return fail(&msg),
+        }
+    };
+    let stats = workers.as_ref().map(|w| w.stats()).unwrap_or_default();
+    let admin = AdminState::new(
+        store.clone(),
+        stats,
+        cli.force_ready_status,
+        cli.udp_threads() as u64,
+    );
+    let (health, metrics) = if cli.dry_run {
+        (None, None)
+    } else {
+        let cfg = &store.load().config;
+        let health_ep = cfg.admin.healthcheck_endpoint.clone().unwrap_or_default();
+        let h = admin::bind_health(&admin, &health_ep);
+        let m = admin::bind_metrics(&admin, &cfg.admin.metrics_endpoint);
+        match (h, m) {
+            (Ok(h), Ok(m)) => (h, m),
+            (Err((ep, e)), _) | (_, Err((ep, e))) => {
+                return fail(&format!("cannot bind admin endpoint {ep}: {e}"));
             }
         }
     };
     info!(target: "stunnerd", "{} UDP worker(s) running", cli.udp_threads());
 
-    wait_for_signal();
-    info!(target: "stunnerd", "shutting down");
-    if let Some(w) = workers {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ev_tx, ev_rx) = mpsc::channel(16);
+    let (dns_tx, dns_rx) = mpsc::channel(1);
+    let (names_tx, names_rx) = watch::channel(Vec::new());
+    let answers = dns::Answers::default();
+
+    let mut rec = reconcile::Reconciler {
+        store: store.clone(),
+        admin: Arc::clone(&admin),
+        workers: workers.clone(),
+        health,
+        metrics,
+        logs,
+        cli_spec,
+        watch_mode: watching,
+        dry_run: cli.dry_run,
+        answers: answers.clone(),
+        dns_names: names_tx,
+    };
+    rec.start_servers();
+    rec.publish_dns_names();
+    if !bootstrap {
+        rec.become_ready(1).await;
+    }
+
+    let mut tasks = Vec::new();
+    if watching {
+        let sink = Sink {
+            tx: ev_tx,
+            stop: stop_rx.clone(),
+        };
+        match source::spawn_watch(&origin, &id, node.as_deref(), Arc::clone(&env), sink) {
+            Ok(t) => tasks.push(t),
+            Err(e) => return fail(&e),
+        }
+    }
+    if !cli.dry_run {
+        tasks.push(tokio::spawn(dns::run(
+            names_rx,
+            answers,
+            dns_tx,
+            stop_rx.clone(),
+        )));
+    }
+    let reconciler = tokio::spawn(rec.run(ev_rx, dns_rx, stop_rx));
+
+    // The reconciler hands its admin servers back when updates stop; the handle holds them
+    // (still serving) until the drain is over.
+    let code = drain(&admin, &stop_tx, &env).await;
+    drop(reconciler.await);
+    for t in tasks {
+        t.abort();
+    }
+    if let Some(w) = workers.and_then(|w| Arc::try_unwrap(w).ok()) {
         w.stop();
     }
-    ExitCode::SUCCESS
+    code
 }
 
-/// The first config: from the TURN URI, or loaded once from the origin.
-fn initial_config(
-    cli: &Cli,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<StunnerConfig, String> {
-    if let Some(uri) = cli.turn_uri() {
-        let cfg =
-            config::from_turn_uri(uri).map_err(|e| format!("invalid TURN URI {uri:?}: {e}"))?;
-        return Ok(cfg);
-    }
-    match cli.origin(env) {
-        Origin::File(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            let parsed = config::parse_config(&text, env)
-                .map_err(|e| format!("invalid config file {}:\n{e}", path.display()))?;
-            for w in &parsed.warnings {
-                warn!(target: "config-file-client", "{}: {w}", path.display());
+/// The `k8s` origin with an explicit CDS address (`--cds-server-address`) is a plain CDS
+/// origin; discovery through the Kubernetes API is not supported.
+fn resolve_origin(cli: &Cli, env: &Env) -> Origin {
+    match cli.origin(&**env) {
+        Origin::K8s => match cli.cds_server_address.as_deref().filter(|a| !a.is_empty()) {
+            Some(addr) => {
+                let port = cli.cds_server_port(&**env);
+                let host = addr.split("://").last().unwrap_or(addr);
+                Origin::Cds(format!("http://{host}:{port}"))
             }
-            Ok(parsed.config)
-        }
-        other => Err(format!(
-            "config origin {other}: loading configs from a CDS server is not supported yet by this build; use -c file://PATH or a TURN URI"
-        )),
+            None => Origin::K8s,
+        },
+        other => other,
     }
 }
 
-/// Block until SIGTERM or SIGINT.
-fn wait_for_signal() {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        // Without a runtime we cannot wait for signals; park forever like a daemon.
-        loop {
-            std::thread::park();
-        }
+/// Wait for SIGTERM/SIGINT, then drain: `/ready` 503 at once, no more config updates, the
+/// data plane keeps relaying (and accepting), exit 0 when no allocation is left or the
+/// drain timeout ends. Further signals only log.
+async fn drain(admin: &Arc<AdminState>, stop: &watch::Sender<bool>, env: &Env) -> ExitCode {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return fail("cannot install signal handlers");
     };
-    rt.block_on(async {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let allocations = admin.report().allocations;
+    info!(target: "stunnerd", "commencing graceful shutdown with {allocations} active allocation(s)");
+    admin.set_terminating();
+    let _ = stop.send(true);
+
+    let limit = env(ENV_DRAIN_TIMEOUT)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let deadline = limit.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = tick.tick() => {
+                let left = admin.report().allocations;
+                if left == 0 {
+                    info!(target: "stunnerd", "normal exit on graceful shutdown");
+                    return ExitCode::SUCCESS;
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    info!(target: "stunnerd", "drain timeout reached with {left} active allocation(s): exiting");
+                    return ExitCode::SUCCESS;
+                }
+            }
+            _ = term.recv() => info!(target: "stunnerd", "graceful shutdown already in progress"),
+            _ = int.recv() => info!(target: "stunnerd", "graceful shutdown already in progress"),
         }
-    });
+    }
 }

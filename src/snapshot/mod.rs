@@ -4,6 +4,7 @@
 //! the one [`Store`]. Workers read it through a per-thread cache; every snapshot carries a
 //! generation number so cached decisions (a channel's admission) can be revalidated lazily.
 
+pub mod diff;
 pub mod tls;
 
 use std::fmt;

@@ -6,8 +6,19 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Receive and send buffer size asked for on listener and relay sockets.
+/// Default receive and send buffer size asked for on listener and relay sockets.
 pub const SOCKET_BUFFER: usize = 4 << 20;
+
+static BUFFER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(SOCKET_BUFFER);
+
+/// Set the buffer size for sockets created from now on (`--socket-buffer-size`).
+pub fn set_socket_buffer(bytes: usize) {
+    BUFFER.store(bytes.max(4096), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn socket_buffer() -> usize {
+    BUFFER.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Non-blocking UDP listener sockets on the wildcard address with SO_REUSEPORT, so each
 /// worker binds its own sockets of one group: `0.0.0.0:port`, plus `[::]:port` (IPv6 only)
@@ -112,8 +123,8 @@ fn bind_udp(addr: SocketAddr, reuse_port: bool, v6_only: bool) -> io::Result<Udp
         socket.set_reuse_port(true)?;
     }
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_recv_buffer_size(socket_buffer());
+    let _ = socket.set_send_buffer_size(socket_buffer());
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())

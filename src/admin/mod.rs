@@ -1,0 +1,215 @@
+//! The admin side: `/live`, `/ready` and `/status` on the `healthcheck_endpoint`, Prometheus
+//! `/metrics` on the `metrics_endpoint` (spec 3.8, 3.9).
+//!
+//! Nothing here runs on a worker thread: the servers are tokio tasks of the control runtime,
+//! and every number they show is read at request time from the workers' published
+//! [`StatsSlot`]s and the [`Store`], so the packet path never formats a label or takes a lock
+//! for the admin side.
+
+mod health;
+mod http;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub use http::{Endpoint, Server, parse_endpoint};
+
+use crate::snapshot::Store;
+use crate::transport::stats::{StatsSlot, WorkerReport, sum};
+
+/// Default port of the health server (spec 2.3).
+pub const HEALTH_PORT: u16 = 8086;
+/// Default port of the metrics server (spec 2.3).
+pub const METRICS_PORT: u16 = 8080;
+
+/// What became of one config update. The label set of `stunnerd_config_reloads_total`, so
+/// it must stay small and fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// Swapped in as a new generation.
+    Applied,
+    /// Equal to the running config: nothing to do.
+    Unchanged,
+    /// A zero (delete) config in watch mode: ignored, the running config stays (spec 2.8).
+    IgnoredDelete,
+    /// Did not parse or validate (bad JSON/YAML, a bad field): the running config stays.
+    Invalid,
+    /// Could not be applied (a port in use, an admin endpoint that cannot be bound): the
+    /// running config stays.
+    ApplyFailed,
+    /// A STRICT_DNS answer changed: a new generation with the new addresses.
+    DnsUpdate,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 6] = [
+        ReloadResult::Applied,
+        ReloadResult::Unchanged,
+        ReloadResult::IgnoredDelete,
+        ReloadResult::Invalid,
+        ReloadResult::ApplyFailed,
+        ReloadResult::DnsUpdate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::IgnoredDelete => "ignored_delete",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::ApplyFailed => "apply_failed",
+            ReloadResult::DnsUpdate => "dns_update",
+        }
+    }
+}
+
+/// State shared by the reconciler (writer) and the admin servers (readers).
+pub struct AdminState {
+    pub store: Store,
+    stats: Vec<Arc<StatsSlot>>,
+    force_ready: bool,
+    ready: AtomicBool,
+    terminating: AtomicBool,
+    reloads: [AtomicU64; ReloadResult::ALL.len()],
+    /// Sockets per TURN-UDP listener, the value upstream reports as its connection gauge.
+    udp_sockets: u64,
+}
+
+impl AdminState {
+    /// `stats` are the workers' slots (empty in dry-run mode).
+    pub fn new(
+        store: Store,
+        stats: Vec<Arc<StatsSlot>>,
+        force_ready: bool,
+        udp_sockets: u64,
+    ) -> Arc<AdminState> {
+        Arc::new(AdminState {
+            store,
+            stats,
+            force_ready,
+            ready: AtomicBool::new(false),
+            terminating: AtomicBool::new(false),
+            reloads: Default::default(),
+            udp_sockets,
+        })
+    }
+
+    /// The workers' counters summed now.
+    pub fn report(&self) -> WorkerReport {
+        let reports: Vec<WorkerReport> = self.stats.iter().map(|s| s.read()).collect();
+        sum(&reports)
+    }
+
+    /// Readiness sticks once set: later configs that fail or remove every listener do not
+    /// take it away (upstream semantics, spec 3.8).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Graceful shutdown began: `/ready` turns 503 for good (unless forced).
+    pub fn set_terminating(&self) {
+        self.terminating.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.terminating.load(Ordering::SeqCst)
+    }
+
+    /// What `/ready` answers.
+    pub fn ready_for_probe(&self) -> bool {
+        self.force_ready || (self.is_ready() && !self.is_terminating())
+    }
+
+    /// `status` of `/status`.
+    pub fn status_word(&self) -> &'static str {
+        if self.is_terminating() {
+            "TERMINATING"
+        } else if self.is_ready() {
+            "READY"
+        } else {
+            "NOT-READY"
+        }
+    }
+
+    pub fn count_reload(&self, r: ReloadResult) {
+        if let Some(i) = ReloadResult::ALL.iter().position(|x| *x == r) {
+            self.reloads[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn reloads(&self, r: ReloadResult) -> u64 {
+        ReloadResult::ALL
+            .iter()
+            .position(|x| *x == r)
+            .map_or(0, |i| self.reloads[i].load(Ordering::Relaxed))
+    }
+}
+
+/// The health server for an endpoint string (`None` if disabled), bound now so that a
+/// failure can refuse the config that asked for it.
+pub fn bind_health(
+    state: &Arc<AdminState>,
+    endpoint: &str,
+) -> Result<Option<Server>, (String, std::io::Error)> {
+    let Some(ep) = parse_endpoint(endpoint, HEALTH_PORT) else {
+        return Ok(None);
+    };
+    let st = Arc::clone(state);
+    Server::bind(endpoint, ep, "health", move |path| {
+        health::handle(&st, path)
+    })
+    .map(Some)
+    .map_err(|e| (endpoint.to_string(), e))
+}
+
+/// The metrics server for an endpoint string (`None` if disabled). The path served is read
+/// from the running config at each request (`/` matches every path, as Go's ServeMux does),
+/// so a config that only changes the path does not need a new socket.
+pub fn bind_metrics(
+    state: &Arc<AdminState>,
+    endpoint: &str,
+) -> Result<Option<Server>, (String, std::io::Error)> {
+    let Some(ep) = parse_endpoint(endpoint, METRICS_PORT) else {
+        return Ok(None);
+    };
+    let st = Arc::clone(state);
+    Server::bind(endpoint, ep, "metrics", move |path| {
+        let snap = st.store.load();
+        let served = parse_endpoint(&snap.config.admin.metrics_endpoint, METRICS_PORT)
+            .map_or_else(|| "/".to_string(), |e| e.path);
+        if served == "/" || path == served {
+            metrics::handle(&st)
+        } else {
+            http::not_found()
+        }
+    })
+    .map(Some)
+    .map_err(|e| (endpoint.to_string(), e))
+}
+
+/// The lowest snapshot generation any worker runs (`u64::MAX` without workers): once it
+/// reaches a generation, every worker has bound that generation's listeners.
+pub fn min_worker_generation(state: &AdminState) -> u64 {
+    state
+        .stats
+        .iter()
+        .map(|s| s.read().generation)
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+/// The address a server is bound to, for logs.
+pub fn describe(server: &Option<Server>) -> String {
+    describe_addr(server.as_ref().and_then(Server::local_addr))
+}
+
+/// A bound address for logs; `disabled` for none.
+pub fn describe_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "disabled".to_string(), |a| a.to_string())
+}
