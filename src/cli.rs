@@ -360,8 +360,9 @@ impl Origin {
     /// Classifies an origin string following upstream's grammar, with one deviation: a bare
     /// string (no scheme) that names an existing regular file is a file origin. Upstream turns
     /// it into `http://<path>`, which breaks its own documented `stunnerd -c stunnerd.conf`.
+    /// A directory (of Kubernetes manifests) counts too.
     pub fn parse(s: &str) -> Origin {
-        Self::parse_with(s, |p| p.is_file())
+        Self::parse_with(s, |p| p.is_file() || p.is_dir())
     }
 
     /// [`Origin::parse`] with the file-existence check injected (for tests).

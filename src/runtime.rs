@@ -90,7 +90,7 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
         }
     } else {
         match &origin {
-            Origin::File(path) => source::file::load(path, &env).unwrap_or_else(|e| {
+            Origin::File(path) => source::file::load(path, &env, &id).unwrap_or_else(|e| {
                 warn!(target: "stunnerd", "{e}; starting with the zero config");
                 config::zero_config(&id)
             }),

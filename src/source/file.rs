@@ -28,15 +28,24 @@ const POLL: Duration = Duration::from_secs(1);
 /// rename or symlink swap comes as a burst.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// Read and parse the file once.
-pub fn load(path: &Path, env: &Env) -> Result<StunnerConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+/// Read and parse the file once. A directory or a file of Kubernetes manifests is
+/// rendered for Gateway `id` by the k8s adapter, as the operator would.
+pub fn load(path: &Path, env: &Env, id: &str) -> Result<StunnerConfig, String> {
+    let text = read(path, id)?;
     parse(&text, env, &format!("config file {}", path.display()))
 }
 
+/// The config text at `path`: the file itself, or the config rendered from manifests.
+fn read(path: &Path, id: &str) -> Result<String, String> {
+    if super::manifests::is_manifests(path) {
+        return super::manifests::render_for(path, id);
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
+}
+
 /// Watch `path` until told to stop. The current content is emitted first.
-pub async fn watch(path: PathBuf, env: Env, mut sink: Sink) {
+pub async fn watch(path: PathBuf, env: Env, id: String, mut sink: Sink) {
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<()>(1);
     // The watcher lives as long as this task; dropping it stops its thread.
     let _watcher = watch_parent(&path, ev_tx);
@@ -46,7 +55,7 @@ pub async fn watch(path: PathBuf, env: Env, mut sink: Sink) {
     let mut last_text: Option<String> = None;
     let mut missing_logged = false;
     loop {
-        match std::fs::read_to_string(&path) {
+        match read(&path, &id) {
             // Truncate-then-write: wait for the write.
             Ok(text) if text.trim().is_empty() => {}
             Ok(text) if last_text.as_deref() == Some(text.as_str()) => {}
@@ -96,7 +105,9 @@ fn watch_parent(
     path: &Path,
     tx: tokio::sync::mpsc::Sender<()>,
 ) -> Option<notify::RecommendedWatcher> {
+    // A directory of manifests is watched itself; a file through its parent.
     let dir = match path.parent() {
+        _ if path.is_dir() => path.to_path_buf(),
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };

@@ -93,7 +93,7 @@ pub async fn load_once(
     env: &Env,
 ) -> Result<StunnerConfig, String> {
     match origin {
-        Origin::File(path) => file::load(path, env),
+        Origin::File(path) => file::load(path, env, id),
         Origin::Cds(url) => cds::get(url, id, node, env).await,
         Origin::K8s => Err(k8s_unsupported()),
     }
@@ -108,7 +108,12 @@ pub fn spawn_watch(
     sink: Sink,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     match origin {
-        Origin::File(path) => Ok(tokio::spawn(file::watch(path.clone(), env, sink))),
+        Origin::File(path) => Ok(tokio::spawn(file::watch(
+            path.clone(),
+            env,
+            id.to_string(),
+            sink,
+        ))),
         Origin::Cds(url) => {
             let target = cds::Target::new(url, id, node)?;
             Ok(tokio::spawn(cds::watch(target, env, sink)))
