@@ -951,9 +951,9 @@ mod tests {
         std::fs::write(&file, "{}").unwrap();
         let s = file.to_str().unwrap();
         assert_eq!(Origin::parse(s), Origin::File(file.clone()));
-        // A directory is not a config file.
+        // A directory (of Kubernetes manifests) is a file origin too.
         let d = dir.path().to_str().unwrap();
-        assert_eq!(Origin::parse(d), Origin::Cds(format!("http://{d}")));
+        assert_eq!(Origin::parse(d), Origin::File(dir.path().to_path_buf()));
         let missing = dir.path().join("missing.conf");
         let m = missing.to_str().unwrap();
         assert_eq!(Origin::parse(m), Origin::Cds(format!("http://{m}")));
