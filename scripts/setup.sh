@@ -30,6 +30,9 @@ command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)
+# Build dependencies: openssl-sys (TURN-DTLS) links the system OpenSSL via pkg-config.
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
     log "installing: ${need_apt[*]}"
