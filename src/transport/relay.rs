@@ -185,6 +185,9 @@ impl RelayTable {
 
 impl Relays for RelayTable {
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
+        if req.tcp {
+            return Err(RelayError::Family);
+        }
         let v6 = req.family == Family::V6;
         let mut reserved = None;
         let socket = match req.port {

@@ -259,9 +259,10 @@ impl Worker {
                 transport: TransportId((CONN_BASE + id) as u32),
                 listener,
                 client: c.client,
+                stream: true,
             };
             match server.handle_client(now, snap, ctx, frame, scratch, relays) {
-                ClientOutput::Drop(_) => {}
+                ClientOutput::Drop(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
                 ClientOutput::Reply(n) => {
                     let sent = queue(c, &scratch[..n]);
                     if let Some(Some(l)) = stream_listeners.get_mut(c.listener) {

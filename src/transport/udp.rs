@@ -502,6 +502,7 @@ impl Worker {
                     transport: TransportId(index as u32),
                     listener: listener_idx,
                     client,
+                    stream: false,
                 };
                 if l.tx.is_full() {
                     l.counters.tx_drops += l.tx.flush(fd) as u64;
@@ -511,7 +512,7 @@ impl Worker {
                 };
                 let bytes = &slot[HEADROOM..HEADROOM + len];
                 match server.handle_client(now, snap, ctx, bytes, out, relays) {
-                    ClientOutput::Drop(_) => {}
+                    ClientOutput::Drop(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
                     ClientOutput::Reply(n) => {
                         l.counters.tx_packets += 1;
                         l.counters.tx_bytes += n as u64;
