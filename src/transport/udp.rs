@@ -17,6 +17,7 @@ use super::relay::{RELAY_BASE, RelayTable, Reservations};
 use super::sockopt;
 use super::stats::{ClusterCounters, ListenerCounters, StatsSlot};
 use super::stream::{CONN_BASE, Conn, STREAM_LISTENER_BASE, StreamListener};
+use super::tcp_relay::PEER_BASE;
 use super::{canonical_client, for_socket};
 use crate::config::ListenerProtocol;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
@@ -225,9 +226,16 @@ impl Worker {
                         return;
                     }
                     false
+                } else if token.0 >= PEER_BASE {
+                    self.service_peer(now, token.0 - PEER_BASE);
+                    false
                 } else if token.0 >= RELAY_BASE {
                     let relay = RelayId((token.0 - RELAY_BASE) as u32);
-                    self.drain_relay(now, &snap, relay)
+                    if self.relays.tcp.contains_key(&relay.0) {
+                        self.accept_peers(now, &snap, relay)
+                    } else {
+                        self.drain_relay(now, &snap, relay)
+                    }
                 } else if token.0 >= CONN_BASE {
                     self.service_conn(now, &snap, token.0 - CONN_BASE);
                     false
@@ -244,6 +252,8 @@ impl Worker {
             }
             self.flush();
             self.server.handle_timeout(now, &mut self.relays);
+            self.drain_outbox();
+            self.close_orphans();
             if now.mono >= next_sweep {
                 self.relays.reservations.sweep();
                 self.expire_conns(now);
