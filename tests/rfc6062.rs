@@ -107,13 +107,15 @@ impl Turn {
         self.send(method, attrs, true)
     }
 
-    fn allocate_tcp(&mut self) {
+    /// A TCP allocation; returns the relayed address.
+    fn allocate_tcp(&mut self) -> SocketAddr {
         let r = self.request(
             Method::Allocate,
             &[(REQUESTED_TRANSPORT, Attr::Bytes(vec![6, 0, 0, 0]))],
         );
         let m = Message::parse(&r).unwrap();
         assert_eq!(m.class(), Class::Success, "allocate: {:?}", code(&m));
+        attr::decode_xor_addr(m.get(XOR_RELAYED_ADDRESS).unwrap(), m.transaction_id()).unwrap()
     }
 }
 
@@ -139,7 +141,7 @@ fn connect_relays_bytes_both_ways_to_an_admitted_peer() {
     let peer_addr = peer.local_addr().unwrap();
     let (_server, port, _config) = start("127.0.0.1/32");
     let mut control = Turn::connect(port);
-    control.allocate_tcp();
+    let _ = control.allocate_tcp();
     let r = control.request(
         Method::Connect,
         &[(XOR_PEER_ADDRESS, Attr::Addr(peer_addr))],
@@ -207,7 +209,7 @@ fn connect_to_refused_addresses_is_403_and_nothing_connects() {
     // Only a wildcard route: loopback and 0.0.0.0 stay closed.
     let (_server, port, _config) = start("0.0.0.0/0");
     let mut control = Turn::connect(port);
-    control.allocate_tcp();
+    let _ = control.allocate_tcp();
     for addr in [
         format!("127.0.0.1:{peer_port}"),
         format!("[::ffff:127.0.0.1]:{peer_port}"),
@@ -223,4 +225,54 @@ fn connect_to_refused_addresses_is_403_and_nothing_connects() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the refused peer saw a connection: {other:?}"),
     }
+}
+
+#[test]
+fn peer_initiated_connection_gets_connection_attempt_and_pipe() {
+    let (_server, port, _config) = start("127.0.0.1/32");
+    let mut control = Turn::connect(port);
+    let relayed = control.allocate_tcp();
+    let relayed = SocketAddr::new("127.0.0.1".parse().unwrap(), relayed.port());
+    // Without a permission the relay closes the connection at once.
+    let mut early = TcpStream::connect(relayed).unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = [0u8; 16];
+    assert!(matches!(early.read(&mut sink), Ok(0) | Err(_)));
+    let r = control.request(
+        Method::CreatePermission,
+        &[(XOR_PEER_ADDRESS, Attr::Addr("127.0.0.1:1".parse().unwrap()))],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    let mut peer = TcpStream::connect(relayed).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ind = control.read_message();
+    let m = Message::parse(&ind).unwrap();
+    assert_eq!(
+        (m.method(), m.class()),
+        (Method::ConnectionAttempt, Class::Indication)
+    );
+    let from = attr::decode_xor_addr(m.get(XOR_PEER_ADDRESS).unwrap(), m.transaction_id());
+    assert_eq!(from.unwrap(), peer.local_addr().unwrap());
+    let id = attr::decode_u32(m.get(CONNECTION_ID).unwrap()).unwrap();
+    let mut data = Turn::connect(port);
+    let r = data.request(
+        Method::ConnectionBind,
+        &[(CONNECTION_ID, Attr::Bytes(id.to_be_bytes().to_vec()))],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    data.stream.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    peer.write_all(b"pong!").unwrap();
+    let mut got = [0u8; 5];
+    data.stream.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong!");
+    // Closing the peer closes the client data connection.
+    drop(peer);
+    let mut rest = Vec::new();
+    assert!(matches!(data.stream.read_to_end(&mut rest), Ok(0) | Err(_)));
 }

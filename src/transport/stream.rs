@@ -200,7 +200,8 @@ impl Worker {
     }
 
     /// Read and handle what a connection sent, then write what is pending.
-    pub(super) fn service_conn(&mut self, now: Now, snap: &Snapshot, id: usize) {
+    /// Returns true when a pipe has more to move right away.
+    pub(super) fn service_conn(&mut self, now: Now, snap: &Snapshot, id: usize) -> bool {
         if let Some(Some(Conn {
             pipe: Some(conn), ..
         })) = self.conns.get(id)
@@ -212,18 +213,20 @@ impl Worker {
         let keep = keep && self.write_conn(id);
         if !keep {
             self.close_conn(id);
-            return;
+            return false;
         }
+        let mut more = false;
         if let Some(Some(Conn {
             pipe: Some(conn), ..
         })) = self.conns.get(id)
         {
             // Just bound: move the early bytes and what the peer sent meanwhile.
             let conn = *conn;
-            self.service_piped_conn(id, conn);
+            more = self.service_piped_conn(id, conn);
         }
         self.drain_outbox();
         self.close_orphans();
+        more
     }
 
     /// Returns false when the connection must close.

@@ -136,16 +136,16 @@ impl Worker {
         true
     }
 
-    /// An event on a peer connection.
-    pub(super) fn service_peer(&mut self, now: Now, slot: usize) {
+    /// An event on a peer connection; true if the pipe has more to move.
+    pub(super) fn service_peer(&mut self, now: Now, slot: usize) -> bool {
         let Some(Some(p)) = self.relays.peers.slots.get_mut(slot) else {
-            return;
+            return false;
         };
         if p.connecting {
             let failed = matches!(p.stream.take_error(), Ok(Some(_)) | Err(_));
             let connected = !failed && p.stream.peer_addr().is_ok();
             if !failed && !connected {
-                return; // still connecting
+                return false; // still connecting
             }
             p.connecting = false;
             let conn = p.conn;
@@ -160,19 +160,20 @@ impl Worker {
                 self.relays.peers.remove(&self.relays.registry, conn);
                 self.server.close_peer_connection(conn);
             }
-            return;
-        }
-        if p.client.is_some() {
-            self.pump(slot);
+            return false;
         }
         // Unbound: the kernel buffers what the peer sends until ConnectionBind.
+        p.client.is_some() && self.pump(slot)
     }
 
-    /// A piped client data connection had an event.
-    pub(super) fn service_piped_conn(&mut self, id: usize, conn: ConnectionId) {
+    /// A piped client data connection had an event; true if the pipe has more to move.
+    pub(super) fn service_piped_conn(&mut self, id: usize, conn: ConnectionId) -> bool {
         match self.relays.peers.by_conn.get(&conn.0) {
             Some(&slot) => self.pump(slot),
-            None => self.close_conn(id),
+            None => {
+                self.close_conn(id);
+                false
+            }
         }
     }
 
@@ -190,8 +191,10 @@ impl Worker {
         true
     }
 
-    /// Move bytes both ways until neither side makes progress; close both on an end.
-    fn pump(&mut self, slot: usize) {
+    /// Move bytes both ways until neither side makes progress (or the round budget is
+    /// spent: then true, and the event loop comes back, since edge-triggered readiness
+    /// would not fire again for bytes already waiting); close both on an end.
+    fn pump(&mut self, slot: usize) -> bool {
         let Worker {
             conns,
             relays,
@@ -199,16 +202,17 @@ impl Worker {
             ..
         } = self;
         let Some(Some(p)) = relays.peers.slots.get_mut(slot) else {
-            return;
+            return false;
         };
         let Some(cid) = p.client else {
-            return;
+            return false;
         };
         let Some(Some(c)) = conns.get_mut(cid) else {
-            return;
+            return false;
         };
         let mut chunk = [0u8; 16 * 1024];
         let mut open = true;
+        let mut more = true;
         for _ in 0..16 {
             let mut progress = false;
             // Peer to client.
@@ -267,11 +271,12 @@ impl Worker {
                 }
             }
             if !open || !progress {
+                more = false;
                 break;
             }
         }
         if open {
-            return;
+            return more;
         }
         // One side ended: hand over what is buffered, best effort, then close both.
         let _ = write_client(c, &mut p.to_client);
@@ -281,6 +286,7 @@ impl Worker {
         relays.peers.orphans.retain(|&o| o != cid);
         self.server.close_peer_connection(conn);
         self.close_conn(cid);
+        false
     }
 
     /// Send a message the core made to a stream or DTLS client.

@@ -227,8 +227,7 @@ impl Worker {
                     }
                     false
                 } else if token.0 >= PEER_BASE {
-                    self.service_peer(now, token.0 - PEER_BASE);
-                    false
+                    self.service_peer(now, token.0 - PEER_BASE)
                 } else if token.0 >= RELAY_BASE {
                     let relay = RelayId((token.0 - RELAY_BASE) as u32);
                     if self.relays.tcp.contains_key(&relay.0) {
@@ -237,8 +236,7 @@ impl Worker {
                         self.drain_relay(now, &snap, relay)
                     }
                 } else if token.0 >= CONN_BASE {
-                    self.service_conn(now, &snap, token.0 - CONN_BASE);
-                    false
+                    self.service_conn(now, &snap, token.0 - CONN_BASE)
                 } else if token.0 >= DTLS_LISTENER_BASE {
                     self.drain_dtls(now, &snap, token.0 - DTLS_LISTENER_BASE)
                 } else if token.0 >= STREAM_LISTENER_BASE {
