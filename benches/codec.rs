@@ -50,6 +50,7 @@ fn server_with_channel(snap: &Snapshot, now: Now, client: SocketAddr, peer: Sock
         transport: TransportId(0),
         listener: 0,
         client,
+        stream: false,
     };
     let mut out = vec![0u8; 2048];
     let mut relays = OneRelay;
@@ -139,6 +140,7 @@ fn relay(c: &mut Criterion) {
         transport: TransportId(0),
         listener: 0,
         client,
+        stream: false,
     };
     let mut frame = vec![0x40, 0x00, 0x00, PAYLOAD as u8];
     frame.extend_from_slice(&[0xab; PAYLOAD]);
@@ -214,6 +216,7 @@ fn timers(c: &mut Criterion) {
             transport: TransportId(0),
             listener: 0,
             client,
+            stream: false,
         };
         let r = server.handle_client(now, &snap, ctx, &req[..n], &mut out, &mut relays);
         assert!(matches!(r, ClientOutput::Reply(_)));

@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         let client = format!("192.0.2.{}:{}", sel % 4, 1000 + u16::from(sel % 3)).parse().unwrap();
         match sel >> 6 {
             0 | 1 => {
-                let ctx = ClientCtx { transport: TransportId(0), listener: 0, client };
+                let ctx = ClientCtx { transport: TransportId(0), listener: 0, client, stream: false };
                 let _ = server.handle_client(now, &snap, ctx, msg, &mut out, &mut relays);
             }
             2 => {

@@ -390,9 +390,10 @@ impl Worker {
                     transport: TransportId((DTLS_SESSION_BASE + id) as u32),
                     listener,
                     client: s.client,
+                    stream: false,
                 };
                 match server.handle_client(now, snap, ctx, &record[..n], scratch, relays) {
-                    ClientOutput::Drop(_) => {}
+                    ClientOutput::Drop(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
                     ClientOutput::Reply(len) => {
                         let _ = s.stream.ssl_write(&scratch[..len]);
                     }

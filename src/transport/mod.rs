@@ -16,6 +16,7 @@ pub mod relay;
 pub mod sockopt;
 pub mod stats;
 pub mod stream;
+pub mod tcp_relay;
 pub mod udp;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

@@ -11,7 +11,8 @@ use mio::{Interest, Token};
 
 use super::sockopt;
 use crate::turn::{
-    Family, Opened, PortRequest, RESERVATION_LIFETIME, RelayError, RelayId, RelayRequest, Relays,
+    ConnectionId, Family, Opened, PortRequest, RESERVATION_LIFETIME, RelayError, RelayId,
+    RelayRequest, Relays,
 };
 
 /// Tries to find a free port for EVEN-PORT or a relay port range.
@@ -21,10 +22,14 @@ pub const RELAY_BASE: usize = 1 << 24;
 
 /// Relay sockets of one worker: the core's [`Relays`].
 pub struct RelayTable {
-    registry: mio::Registry,
+    pub(super) registry: mio::Registry,
     sockets: Vec<Option<(MioUdp, bool)>>,
     free: Vec<u32>,
     pub(super) reservations: Arc<Reservations>,
+    /// RFC 6062 relays (listening TCP sockets) by relay id, with their bound address.
+    pub(super) tcp: rustc_hash::FxHashMap<u32, (mio::net::TcpListener, SocketAddr)>,
+    /// RFC 6062 peer connections.
+    pub(super) peers: super::tcp_relay::PeerTable,
 }
 
 /// Ports held by RESERVATION-TOKENs (RFC 8656 EVEN-PORT with R), shared by all workers:
@@ -101,6 +106,8 @@ impl RelayTable {
             sockets: Vec::new(),
             free: Vec::new(),
             reservations,
+            tcp: Default::default(),
+            peers: Default::default(),
         }
     }
 
@@ -176,6 +183,51 @@ impl RelayTable {
         Err(RelayError::Exhausted)
     }
 
+    /// A listening TCP relay socket (RFC 6062) on the kernel's port or one of `range`.
+    fn open_tcp(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
+        let ip = match req.family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let listener = match req.range {
+            None => sockopt::tcp_relay_listener(SocketAddr::new(ip, 0))
+                .map_err(|_| RelayError::Exhausted)?,
+            Some(range) => (0..PORT_TRIES)
+                .find_map(|_| {
+                    let port = Self::random_port(Some(range), false);
+                    sockopt::tcp_relay_listener(SocketAddr::new(ip, port)).ok()
+                })
+                .ok_or(RelayError::Exhausted)?,
+        };
+        let addr = listener.local_addr().map_err(|_| RelayError::Exhausted)?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.sockets.push(None);
+                (self.sockets.len() - 1) as u32
+            }
+        };
+        if self
+            .registry
+            .register(
+                &mut listener,
+                Token(RELAY_BASE + id as usize),
+                Interest::READABLE,
+            )
+            .is_err()
+        {
+            self.free.push(id);
+            return Err(RelayError::Exhausted);
+        }
+        self.tcp.insert(id, (listener, addr));
+        Ok(Opened {
+            relay: RelayId(id),
+            port: addr.port(),
+            token: None,
+        })
+    }
+
     fn random_port(range: Option<(u16, u16)>, even: bool) -> u16 {
         let (lo, hi) = range.unwrap_or((49152, 65535));
         let p = rand::random_range(lo..=hi);
@@ -185,6 +237,9 @@ impl RelayTable {
 
 impl Relays for RelayTable {
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
+        if req.tcp {
+            return self.open_tcp(req);
+        }
         let v6 = req.family == Family::V6;
         let mut reserved = None;
         let socket = match req.port {
@@ -219,6 +274,11 @@ impl Relays for RelayTable {
     }
 
     fn close(&mut self, relay: RelayId) {
+        if let Some((mut l, _)) = self.tcp.remove(&relay.0) {
+            let _ = self.registry.deregister(&mut l);
+            self.free.push(relay.0);
+            return;
+        }
         let Some(slot) = self.sockets.get_mut(relay.0 as usize) else {
             return;
         };
@@ -226,5 +286,32 @@ impl Relays for RelayTable {
             let _ = self.registry.deregister(&mut sock);
             self.free.push(relay.0);
         }
+    }
+
+    fn connect(
+        &mut self,
+        relay: RelayId,
+        peer: SocketAddr,
+        conn: ConnectionId,
+    ) -> Result<(), RelayError> {
+        let local = self
+            .tcp
+            .get(&relay.0)
+            .map(|(_, a)| *a)
+            .ok_or(RelayError::Family)?;
+        let stream = sockopt::tcp_relay_connect(local, super::for_socket(peer, local.is_ipv6()))
+            .map_err(|_| RelayError::Exhausted)?;
+        self.peers
+            .insert(
+                &self.registry,
+                mio::net::TcpStream::from_std(stream),
+                conn,
+                true,
+            )
+            .map_err(|_| RelayError::Exhausted)
+    }
+
+    fn close_peer(&mut self, conn: ConnectionId) {
+        self.peers.remove(&self.registry, conn);
     }
 }

@@ -69,6 +69,35 @@ fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     Ok(socket.into())
 }
 
+/// The listening socket of an RFC 6062 TCP relay. SO_REUSEADDR and SO_REUSEPORT, so the
+/// outbound connections of Connect can bind the same relayed address.
+pub fn tcp_relay_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_tcp(addr, true)
+}
+
+/// A non-blocking connect from the relayed address `local` (shared with the relay's
+/// listening socket) to `peer`.
+pub fn tcp_relay_connect(local: SocketAddr, peer: SocketAddr) -> io::Result<std::net::TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(local),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if local.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&local.into())?;
+    match socket.connect(&peer.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}
+
 /// Like [`ensure_udp_port_free`], for TCP.
 pub fn ensure_tcp_port_free(port: u16) -> io::Result<()> {
     for ip in [

@@ -21,7 +21,7 @@ use super::stats::ListenerCounters;
 use super::udp::Worker;
 use crate::snapshot::{ListenerIdx, Snapshot};
 use crate::stun::stream_frame_len;
-use crate::turn::{ClientCtx, ClientOutput, FiveTuple, Now, TransportId};
+use crate::turn::{ClientCtx, ClientOutput, ConnectionId, FiveTuple, Now, TransportId};
 
 /// Tokens of stream listener sockets start here; connections at [`CONN_BASE`].
 pub const STREAM_LISTENER_BASE: usize = 1 << 16;
@@ -50,10 +50,10 @@ pub(super) struct StreamListener {
 
 /// One client connection.
 pub(super) struct Conn {
-    stream: TcpStream,
-    tls: Option<Box<rustls::ServerConnection>>,
+    pub(super) stream: TcpStream,
+    pub(super) tls: Option<Box<rustls::ServerConnection>>,
     /// Slot of the listener that accepted it.
-    listener: usize,
+    pub(super) listener: usize,
     name: Arc<str>,
     client: SocketAddr,
     /// Received bytes not yet framed.
@@ -62,6 +62,8 @@ pub(super) struct Conn {
     wbuf: Vec<u8>,
     deadline: Instant,
     writable_interest: bool,
+    /// RFC 6062: after ConnectionBind, a raw byte pipe to this peer connection.
+    pipe: Option<ConnectionId>,
 }
 
 impl Worker {
@@ -191,18 +193,40 @@ impl Worker {
                 wbuf: Vec::new(),
                 deadline: now.mono + HANDSHAKE_TIMEOUT,
                 writable_interest: false,
+                pipe: None,
             });
         }
         true
     }
 
     /// Read and handle what a connection sent, then write what is pending.
-    pub(super) fn service_conn(&mut self, now: Now, snap: &Snapshot, id: usize) {
+    /// Returns true when a pipe has more to move right away.
+    pub(super) fn service_conn(&mut self, now: Now, snap: &Snapshot, id: usize) -> bool {
+        if let Some(Some(Conn {
+            pipe: Some(conn), ..
+        })) = self.conns.get(id)
+        {
+            let conn = *conn;
+            return self.service_piped_conn(id, conn);
+        }
         let keep = self.read_conn(now, snap, id);
         let keep = keep && self.write_conn(id);
         if !keep {
             self.close_conn(id);
+            return false;
         }
+        let mut more = false;
+        if let Some(Some(Conn {
+            pipe: Some(conn), ..
+        })) = self.conns.get(id)
+        {
+            // Just bound: move the early bytes and what the peer sent meanwhile.
+            let conn = *conn;
+            more = self.service_piped_conn(id, conn);
+        }
+        self.drain_outbox();
+        self.close_orphans();
+        more
     }
 
     /// Returns false when the connection must close.
@@ -237,6 +261,7 @@ impl Worker {
         }
         let listener_idx = snap.listener(&c.name).map(|(i, _)| i);
         let mut off = 0;
+        let mut bound = None;
         loop {
             let frame_len = match stream_frame_len(&c.rbuf[off..]) {
                 Ok(Some(len)) if len <= MAX_FRAME => len,
@@ -259,9 +284,20 @@ impl Worker {
                 transport: TransportId((CONN_BASE + id) as u32),
                 listener,
                 client: c.client,
+                stream: true,
             };
             match server.handle_client(now, snap, ctx, frame, scratch, relays) {
-                ClientOutput::Drop(_) => {}
+                ClientOutput::Drop(_) | ClientOutput::Pending => {}
+                ClientOutput::Bind { len, conn } => {
+                    let sent = queue(c, &scratch[..len]);
+                    if let Some(Some(l)) = stream_listeners.get_mut(c.listener) {
+                        count_tx(&mut l.counters, sent, len);
+                    }
+                    // Everything after the ConnectionBind request is pipe data.
+                    c.pipe = Some(conn);
+                    bound = Some(conn);
+                    break;
+                }
                 ClientOutput::Reply(n) => {
                     let sent = queue(c, &scratch[..n]);
                     if let Some(Some(l)) = stream_listeners.get_mut(c.listener) {
@@ -280,6 +316,10 @@ impl Worker {
             }
         }
         c.rbuf.drain(..off);
+        if let Some(conn) = bound {
+            let early = std::mem::take(&mut c.rbuf);
+            return self.bind_pipe(id, conn, &early);
+        }
         true
     }
 
@@ -289,7 +329,8 @@ impl Worker {
             return false;
         };
         let pending = match flush(c) {
-            Ok(p) => p,
+            // A pipe keeps both interests: either side may wait for the other.
+            Ok(p) => p || c.pipe.is_some(),
             Err(_) => return false,
         };
         if pending != c.writable_interest {
@@ -333,7 +374,7 @@ impl Worker {
             let Some(c) = &self.conns[id] else {
                 continue;
             };
-            if c.deadline > now.mono {
+            if c.deadline > now.mono || c.pipe.is_some() {
                 continue;
             }
             let five = FiveTuple {
@@ -357,8 +398,13 @@ impl Worker {
             let _ = tls.write_tls(&mut c.stream);
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(conn) = c.pipe {
+            self.relays.peers.remove(&self.relays.registry, conn);
+            self.server.close_peer_connection(conn);
+        }
         self.server
             .close_transport(TransportId((CONN_BASE + id) as u32), &mut self.relays);
+        self.close_orphans();
         if let Some(Some(l)) = self.stream_listeners.get_mut(c.listener) {
             l.counters.connections = l.counters.connections.saturating_sub(1);
         }
@@ -373,7 +419,7 @@ impl Worker {
 }
 
 /// Read plaintext: straight from the socket, or through rustls.
-fn read_some(c: &mut Conn, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_some(c: &mut Conn, buf: &mut [u8]) -> io::Result<usize> {
     let Some(tls) = c.tls.as_mut() else {
         return c.stream.read(buf);
     };
@@ -435,7 +481,7 @@ fn queue(c: &mut Conn, bytes: &[u8]) -> bool {
 }
 
 /// Write as much pending output as the socket takes; returns whether some is left.
-fn flush(c: &mut Conn) -> io::Result<bool> {
+pub(super) fn flush(c: &mut Conn) -> io::Result<bool> {
     match c.tls.as_mut() {
         Some(tls) => {
             while tls.wants_write() {

@@ -17,6 +17,7 @@ use super::relay::{RELAY_BASE, RelayTable, Reservations};
 use super::sockopt;
 use super::stats::{ClusterCounters, ListenerCounters, StatsSlot};
 use super::stream::{CONN_BASE, Conn, STREAM_LISTENER_BASE, StreamListener};
+use super::tcp_relay::PEER_BASE;
 use super::{canonical_client, for_socket};
 use crate::config::ListenerProtocol;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
@@ -225,12 +226,17 @@ impl Worker {
                         return;
                     }
                     false
+                } else if token.0 >= PEER_BASE {
+                    self.service_peer(now, token.0 - PEER_BASE)
                 } else if token.0 >= RELAY_BASE {
                     let relay = RelayId((token.0 - RELAY_BASE) as u32);
-                    self.drain_relay(now, &snap, relay)
+                    if self.relays.tcp.contains_key(&relay.0) {
+                        self.accept_peers(now, &snap, relay)
+                    } else {
+                        self.drain_relay(now, &snap, relay)
+                    }
                 } else if token.0 >= CONN_BASE {
-                    self.service_conn(now, &snap, token.0 - CONN_BASE);
-                    false
+                    self.service_conn(now, &snap, token.0 - CONN_BASE)
                 } else if token.0 >= DTLS_LISTENER_BASE {
                     self.drain_dtls(now, &snap, token.0 - DTLS_LISTENER_BASE)
                 } else if token.0 >= STREAM_LISTENER_BASE {
@@ -244,6 +250,8 @@ impl Worker {
             }
             self.flush();
             self.server.handle_timeout(now, &mut self.relays);
+            self.drain_outbox();
+            self.close_orphans();
             if now.mono >= next_sweep {
                 self.relays.reservations.sweep();
                 self.expire_conns(now);
@@ -502,6 +510,7 @@ impl Worker {
                     transport: TransportId(index as u32),
                     listener: listener_idx,
                     client,
+                    stream: false,
                 };
                 if l.tx.is_full() {
                     l.counters.tx_drops += l.tx.flush(fd) as u64;
@@ -511,7 +520,7 @@ impl Worker {
                 };
                 let bytes = &slot[HEADROOM..HEADROOM + len];
                 match server.handle_client(now, snap, ctx, bytes, out, relays) {
-                    ClientOutput::Drop(_) => {}
+                    ClientOutput::Drop(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
                     ClientOutput::Reply(n) => {
                         l.counters.tx_packets += 1;
                         l.counters.tx_bytes += n as u64;

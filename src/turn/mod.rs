@@ -29,6 +29,12 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// Bounds on per-allocation state.
 pub const MAX_PERMISSIONS: usize = 256;
 pub const MAX_CHANNELS: usize = 256;
+/// RFC 6062: how long a Connect may take, and how long a peer connection waits for its
+/// ConnectionBind.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const BIND_WINDOW: Duration = Duration::from_secs(30);
+/// Bound on peer connections (pending, ready or bound) per TCP allocation.
+pub const MAX_PEER_CONNECTIONS: usize = 64;
 /// Bound on allocations one worker holds.
 pub const MAX_ALLOCATIONS: usize = 500_000;
 /// Headroom the shell leaves in front of a peer datagram, so a ChannelData header can be
@@ -87,7 +93,14 @@ pub struct ClientCtx {
     /// The listener in the current snapshot this transport belongs to.
     pub listener: crate::snapshot::ListenerIdx,
     pub client: SocketAddr,
+    /// Whether the client's own transport is a stream (TCP/TLS): only those may ask for
+    /// RFC 6062 TCP allocations, Connect and ConnectionBind.
+    pub stream: bool,
 }
+
+/// A TCP connection to a peer of an RFC 6062 allocation; its number is the CONNECTION-ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u32);
 
 /// What to do with a client message.
 #[derive(Debug, PartialEq, Eq)]
@@ -102,6 +115,12 @@ pub enum ClientOutput<'a> {
         peer: SocketAddr,
         payload: &'a [u8],
     },
+    /// Nothing to send now: the shell was asked to connect to a peer (RFC 6062 Connect);
+    /// the answer comes from [`Server::handle_connect_result`].
+    Pending,
+    /// ConnectionBind succeeded: send the response of `len` bytes, then this client
+    /// connection becomes a raw byte pipe to peer connection `conn`.
+    Bind { len: usize, conn: ConnectionId },
 }
 
 /// A message for a client, produced from a peer datagram.
@@ -151,6 +170,8 @@ pub struct RelayRequest {
     pub dont_fragment: bool,
     /// Inclusive port range to pick from (None: the kernel's ephemeral range).
     pub range: Option<(u16, u16)>,
+    /// RFC 6062: a listening TCP socket instead of a UDP socket.
+    pub tcp: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +188,21 @@ pub trait Relays {
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError>;
     /// Close a relay socket the core no longer uses.
     fn close(&mut self, relay: RelayId);
+    /// RFC 6062: start a non-blocking TCP connect from the relayed address of `relay` to
+    /// `peer`; the outcome goes to [`Server::handle_connect_result`]. An error is 447.
+    fn connect(
+        &mut self,
+        relay: RelayId,
+        peer: SocketAddr,
+        conn: ConnectionId,
+    ) -> Result<(), RelayError> {
+        let _ = (relay, peer, conn);
+        Err(RelayError::Exhausted)
+    }
+    /// RFC 6062: close a peer connection (and the client data connection bound to it).
+    fn close_peer(&mut self, conn: ConnectionId) {
+        let _ = conn;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -9,6 +9,8 @@ use rustc_hash::FxHashMap;
 use super::auth::{self, AuthError, Authenticated, NonceKey};
 use super::policy;
 use super::tally::{ClusterTraffic, Tally};
+mod tcp;
+
 use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
     HEADROOM, MAX_ALLOCATIONS, MAX_CHANNELS, MAX_LIFETIME, MAX_PERMISSIONS, Now,
@@ -40,6 +42,12 @@ pub struct Server {
     indication_seq: u64,
     stats: Stats,
     clusters: Tally,
+    /// RFC 6062 peer connections by CONNECTION-ID.
+    peer_conns: FxHashMap<u32, tcp::PeerConn>,
+    next_conn: u32,
+    /// Messages the core made outside a request (447 after a Connect timeout,
+    /// ConnectionAttempt indications), for [`Server::poll_transmit`].
+    outbox: std::collections::VecDeque<(TransportId, Vec<u8>)>,
 }
 
 struct Allocation {
@@ -56,6 +64,8 @@ struct Allocation {
     alloc_response: Vec<u8>,
     perms: Vec<Permission>,
     channels: Vec<Channel>,
+    /// RFC 6062 TCP allocation (a listening relay socket).
+    tcp: bool,
 }
 
 struct Permission {
@@ -82,6 +92,15 @@ enum Answer {
     Unknown([u16; 8], usize),
 }
 
+/// A request handled without error.
+enum Done {
+    Reply(usize),
+    /// A Connect under way.
+    Pending,
+    /// ConnectionBind: reply, then pipe.
+    Bind(usize, super::ConnectionId),
+}
+
 impl Default for Server {
     fn default() -> Self {
         Server::new(NonceKey::random())
@@ -101,6 +120,9 @@ impl Server {
             indication_seq: 0,
             stats: Stats::default(),
             clusters: Tally::default(),
+            peer_conns: FxHashMap::default(),
+            next_conn: 0,
+            outbox: Default::default(),
         }
     }
 
@@ -152,7 +174,7 @@ impl Server {
                 self.stats.to_peer_packets += 1;
                 self.stats.to_peer_bytes += payload.len() as u64;
             }
-            ClientOutput::Reply(_) => {}
+            ClientOutput::Reply(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
         }
         out
     }
@@ -204,6 +226,7 @@ impl Server {
             a.perms.retain(|p| p.expires > now.mono);
             a.channels.retain(|c| c.expires > now.mono);
         }
+        self.expire_peer_conns(now, relays);
         self.schedule_sweep(now);
     }
 
@@ -330,7 +353,8 @@ impl Server {
         if a.expires <= now.mono {
             return ClientOutput::Drop(DropReason::NoAllocation);
         }
-        if !a.permits(peer, now.mono) {
+        // A TCP allocation relays over peer connections only (RFC 6062).
+        if a.tcp || !a.permits(peer, now.mono) {
             return ClientOutput::Drop(DropReason::NoPermission);
         }
         let cluster = match admit_for(a, snap, peer) {
@@ -359,7 +383,7 @@ impl Server {
         method: Method,
         out: &mut [u8],
         relays: &mut dyn Relays,
-    ) -> Result<usize, (Answer, Option<Authenticated>)> {
+    ) -> Result<Done, (Answer, Option<Authenticated>)> {
         let mut unknown = [0u16; 8];
         let mut n = 0;
         for a in msg.attrs() {
@@ -372,12 +396,17 @@ impl Server {
             return Err((Answer::Unknown(unknown, n), None));
         }
         if method == Method::Binding {
-            return self.binding(ctx, msg, out).map_err(|e| (e, None));
+            return self
+                .binding(ctx, msg, out)
+                .map(Done::Reply)
+                .map_err(|e| (e, None));
         }
-        if !matches!(
+        let tcp_method = matches!(method, Method::Connect | Method::ConnectionBind);
+        if !(matches!(
             method,
             Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind
-        ) {
+        ) || tcp_method && ctx.stream)
+        {
             // Unknown methods, and RFC 6062 methods on a UDP transport.
             return Err((Answer::Error(400), None));
         }
@@ -395,10 +424,24 @@ impl Server {
                 (ans, None)
             })?;
         let res = match method {
-            Method::Allocate => self.allocate(now, snap, ctx, msg, &auth, out, relays),
-            Method::Refresh => self.refresh(now, ctx, msg, &auth, out, relays),
-            Method::CreatePermission => self.create_permission(now, snap, ctx, msg, &auth, out),
-            _ => self.channel_bind(now, snap, ctx, msg, &auth, out),
+            Method::Allocate => self
+                .allocate(now, snap, ctx, msg, &auth, out, relays)
+                .map(Done::Reply),
+            Method::Refresh => self
+                .refresh(now, ctx, msg, &auth, out, relays)
+                .map(Done::Reply),
+            Method::CreatePermission => self
+                .create_permission(now, snap, ctx, msg, &auth, out)
+                .map(Done::Reply),
+            Method::Connect => self
+                .connect(now, snap, ctx, msg, &auth, relays)
+                .map(|()| Done::Pending),
+            Method::ConnectionBind => self
+                .connection_bind(now, ctx, msg, &auth, out)
+                .map(|(len, conn)| Done::Bind(len, conn)),
+            _ => self
+                .channel_bind(now, snap, ctx, msg, &auth, out)
+                .map(Done::Reply),
         };
         match res {
             Ok(r) => Ok(r),
@@ -448,9 +491,13 @@ impl Server {
             .get(REQUESTED_TRANSPORT)
             .ok_or(400u16)
             .and_then(|v| attr::decode_requested_transport(v).map_err(|_| 400))?;
-        if transport != attr::PROTO_UDP {
-            return Err(442);
-        }
+        let tcp = match transport {
+            attr::PROTO_UDP => false,
+            // RFC 6062 section 5.1: TCP relaying only for clients on TCP/TLS.
+            attr::PROTO_TCP if ctx.stream => true,
+            attr::PROTO_TCP => return Err(400),
+            _ => return Err(442),
+        };
         let even_port = msg
             .get(EVEN_PORT)
             .map(attr::decode_even_port)
@@ -471,6 +518,10 @@ impl Server {
             })
             .transpose()?;
         if token.is_some() && (even_port.is_some() || family.is_some()) {
+            return Err(400);
+        }
+        // RFC 6062 section 5.1: no port reservations for TCP relays.
+        if tcp && (token.is_some() || even_port.is_some()) {
             return Err(400);
         }
         let listener = snap.listeners.get(ctx.listener).ok_or(500u16)?;
@@ -497,6 +548,7 @@ impl Server {
             },
             dont_fragment: msg.get(DONT_FRAGMENT).is_some(),
             range: listener.relay_ports,
+            tcp,
         };
         let opened = relays.open(req).map_err(|_| 508u16)?;
         let (relay, port, reservation_token) = (opened.relay, opened.port, opened.token);
@@ -532,6 +584,7 @@ impl Server {
             alloc_response: out[..len].to_vec(),
             perms: Vec::new(),
             channels: Vec::new(),
+            tcp,
         };
         self.insert(allocation);
         self.stats.allocations_created += 1;
@@ -659,6 +712,9 @@ impl Server {
             .get_mut(id as usize)
             .and_then(Option::as_mut)
             .ok_or(500u16)?;
+        if a.tcp {
+            return Err(400);
+        }
         if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
             return Err(443);
         }
@@ -720,11 +776,13 @@ impl Server {
         snap: &Snapshot,
         ctx: ClientCtx,
         msg: &Message<'_>,
-        res: Result<usize, (Answer, Option<Authenticated>)>,
+        res: Result<Done, (Answer, Option<Authenticated>)>,
         out: &mut [u8],
     ) -> ClientOutput<'a> {
         let (answer, auth) = match res {
-            Ok(len) => return ClientOutput::Reply(len),
+            Ok(Done::Reply(len)) => return ClientOutput::Reply(len),
+            Ok(Done::Pending) => return ClientOutput::Pending,
+            Ok(Done::Bind(len, conn)) => return ClientOutput::Bind { len, conn },
             Err(e) => e,
         };
         self.stats.error_responses += 1;
@@ -829,7 +887,7 @@ impl Server {
                 bytes: frame,
             });
         }
-        if !a.permits(peer, now.mono) {
+        if a.tcp || !a.permits(peer, now.mono) {
             return Err(DropReason::NoPermission);
         }
         admit_for(a, snap, peer)?;
@@ -894,6 +952,7 @@ impl Server {
                 self.per_user.remove(&a.user);
             }
         }
+        self.close_peer_conns_of(id, relays);
         relays.close(a.relay);
         self.stats.allocations_deleted += 1;
     }

@@ -21,6 +21,9 @@ struct FakeRelays {
     reserved: Vec<(u64, u16)>,
     capacity: Option<usize>,
     last_request: Option<RelayRequest>,
+    /// RFC 6062: connects the core asked for, and peer connections it closed.
+    connects: Vec<(RelayId, SocketAddr, ConnectionId)>,
+    closed_peers: Vec<ConnectionId>,
 }
 
 impl Relays for FakeRelays {
@@ -62,6 +65,20 @@ impl Relays for FakeRelays {
             self.open.remove(&relay.0),
             "closed a relay twice or never opened"
         );
+    }
+
+    fn connect(
+        &mut self,
+        relay: RelayId,
+        peer: SocketAddr,
+        conn: ConnectionId,
+    ) -> Result<(), RelayError> {
+        self.connects.push((relay, peer, conn));
+        Ok(())
+    }
+
+    fn close_peer(&mut self, conn: ConnectionId) {
+        self.closed_peers.push(conn);
     }
 }
 
@@ -119,6 +136,7 @@ impl Harness {
             transport: TransportId(0),
             listener: 0,
             client: c.addr,
+            stream: false,
         }
     }
 
@@ -140,6 +158,7 @@ impl Harness {
                 peer,
                 payload,
             } => Outcome::Forward(relay, peer, payload.to_vec()),
+            other => panic!("unexpected RFC 6062 output {other:?}"),
         }
     }
 
@@ -340,6 +359,14 @@ fn allocate_error_codes() {
         &mut c,
         Method::Allocate,
         &[(REQUESTED_TRANSPORT, vec![6, 0, 0, 0])],
+    );
+    // RFC 6062 section 5.1: TCP relaying over a UDP client transport is 400 (tcp.rs has
+    // the stream side); other protocols are 442.
+    assert_eq!(code_of(&r), Some(400));
+    let r = h.request(
+        &mut c,
+        Method::Allocate,
+        &[(REQUESTED_TRANSPORT, vec![1, 0, 0, 0])],
     );
     assert_eq!(code_of(&r), Some(442));
     let r = h.request(
@@ -983,3 +1010,5 @@ fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
     );
     assert_eq!(code_of(&r), Some(443));
 }
+
+mod tcp;

@@ -1,0 +1,278 @@
+//! RFC 6062 TCP allocations against the real binary, with a minimal client of our own:
+//! Connect to an admitted TCP peer and relay bytes both ways over ConnectionBind, and a
+//! Connect to refused addresses that gets 403 without any connection attempt.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use stunnerd::snapshot::long_term_key;
+use stunnerd::stun::attr::{self, *};
+use stunnerd::stun::{Class, Message, MessageWriter, Method};
+
+/// stunnerd with one TURN-TCP listener routed to one cluster.
+fn start(cluster: &str) -> (Proc, u16, tempfile::TempPath) {
+    let port = free_udp_tcp_port();
+    let config = write_config(
+        &serde_json::json!({
+            "version": "v1",
+            "admin": {"name": "rfc6062", "healthcheck_endpoint": ""},
+            "auth": {"type": "static", "credentials": {"username": USER, "password": PASS}},
+            "listeners": [{"name": "tcp", "protocol": "TURN-TCP", "address": "127.0.0.1",
+                           "port": port, "routes": ["peers"]}],
+            "clusters": [{"name": "peers", "endpoints": [cluster]}],
+        })
+        .to_string(),
+    );
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.arg("-c").arg(format!("file://{}", config.display()));
+    let server = Proc::spawn("stunnerd", cmd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(local(port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "stunnerd does not listen on TCP {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port, config)
+}
+
+/// One TURN-TCP connection of our client: long-term credentials with its own nonce.
+struct Turn {
+    stream: TcpStream,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+    seq: u8,
+}
+
+impl Turn {
+    fn connect(port: u16) -> Turn {
+        let stream = TcpStream::connect(local(port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Turn {
+            stream,
+            key: long_term_key(USER, common::REALM, PASS),
+            nonce: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    fn send(&mut self, method: Method, attrs: &[(u16, Attr)], auth: bool) -> Vec<u8> {
+        self.seq += 1;
+        let tid = [self.seq; 12];
+        let mut buf = vec![0u8; 512];
+        let mut w = MessageWriter::new(&mut buf, method, Class::Request, &tid).unwrap();
+        for (t, v) in attrs {
+            match v {
+                Attr::Addr(a) => w.add_xor_addr(*t, *a).unwrap(),
+                Attr::Bytes(b) => w.add(*t, b).unwrap(),
+            }
+        }
+        if auth {
+            w.add(USERNAME, USER.as_bytes()).unwrap();
+            w.add(attr::REALM, common::REALM.as_bytes()).unwrap();
+            w.add(NONCE, &self.nonce).unwrap();
+            w.add_integrity(&self.key).unwrap();
+        }
+        let n = w.finish();
+        self.stream.write_all(&buf[..n]).unwrap();
+        self.read_message()
+    }
+
+    fn read_message(&mut self) -> Vec<u8> {
+        let mut head = [0u8; 20];
+        self.stream.read_exact(&mut head).unwrap();
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let mut msg = head.to_vec();
+        msg.resize(20 + len, 0);
+        self.stream.read_exact(&mut msg[20..]).unwrap();
+        msg
+    }
+
+    /// An authenticated request (fetching a nonce on the first one).
+    fn request(&mut self, method: Method, attrs: &[(u16, Attr)]) -> Vec<u8> {
+        if self.nonce.is_empty() {
+            let r = self.send(method, attrs, false);
+            let m = Message::parse(&r).unwrap();
+            assert_eq!(code(&m), Some(401));
+            self.nonce = m.get(NONCE).unwrap().to_vec();
+        }
+        self.send(method, attrs, true)
+    }
+
+    /// A TCP allocation; returns the relayed address.
+    fn allocate_tcp(&mut self) -> SocketAddr {
+        let r = self.request(
+            Method::Allocate,
+            &[(REQUESTED_TRANSPORT, Attr::Bytes(vec![6, 0, 0, 0]))],
+        );
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(m.class(), Class::Success, "allocate: {:?}", code(&m));
+        attr::decode_xor_addr(m.get(XOR_RELAYED_ADDRESS).unwrap(), m.transaction_id()).unwrap()
+    }
+}
+
+enum Attr {
+    Addr(SocketAddr),
+    Bytes(Vec<u8>),
+}
+
+fn code(m: &Message<'_>) -> Option<u16> {
+    m.get(ERROR_CODE)
+        .map(|v| attr::decode_error_code(v).unwrap().0)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn connect_relays_bytes_both_ways_to_an_admitted_peer() {
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let (_server, port, _config) = start("127.0.0.1/32");
+    let mut control = Turn::connect(port);
+    let _ = control.allocate_tcp();
+    let r = control.request(
+        Method::Connect,
+        &[(XOR_PEER_ADDRESS, Attr::Addr(peer_addr))],
+    );
+    let m = Message::parse(&r).unwrap();
+    assert_eq!((m.method(), m.class()), (Method::Connect, Class::Success));
+    assert!(m.verify_integrity(&control.key));
+    let id = attr::decode_u32(m.get(CONNECTION_ID).unwrap()).unwrap();
+    let (mut from_relay, _) = peer.accept().unwrap();
+    from_relay
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    // The peer may talk before the bind; the server holds it.
+    from_relay.write_all(b"early").unwrap();
+    let mut data = Turn::connect(port);
+    let r = data.request(
+        Method::ConnectionBind,
+        &[(CONNECTION_ID, Attr::Bytes(id.to_be_bytes().to_vec()))],
+    );
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(
+        (m.method(), m.class()),
+        (Method::ConnectionBind, Class::Success),
+        "{:?}",
+        code(&m)
+    );
+    let mut early = [0u8; 5];
+    data.stream.read_exact(&mut early).unwrap();
+    assert_eq!(&early, b"early");
+
+    // Odd sizes, more than the pipe buffers, both ways at once.
+    let up = pattern(300_001, 1);
+    let down = pattern(200_003, 7);
+    let mut data_w = data.stream.try_clone().unwrap();
+    let up_c = up.clone();
+    let writer = std::thread::spawn(move || data_w.write_all(&up_c).unwrap());
+    let mut peer_w = from_relay.try_clone().unwrap();
+    let down_c = down.clone();
+    let peer_writer = std::thread::spawn(move || peer_w.write_all(&down_c).unwrap());
+    let mut got_up = vec![0u8; up.len()];
+    from_relay.read_exact(&mut got_up).unwrap();
+    let mut got_down = vec![0u8; down.len()];
+    data.stream.read_exact(&mut got_down).unwrap();
+    writer.join().unwrap();
+    peer_writer.join().unwrap();
+    assert!(got_up == up, "client to peer bytes differ");
+    assert!(got_down == down, "peer to client bytes differ");
+
+    // The allocation dies with its control connection, and the peer connection with it.
+    drop(control);
+    let mut rest = Vec::new();
+    let n = from_relay.read_to_end(&mut rest);
+    assert!(
+        matches!(n, Ok(0)) || n.is_err(),
+        "peer connection not closed"
+    );
+}
+
+#[test]
+fn connect_to_refused_addresses_is_403_and_nothing_connects() {
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_port = peer.local_addr().unwrap().port();
+    peer.set_nonblocking(true).unwrap();
+    // Only a wildcard route: loopback and 0.0.0.0 stay closed.
+    let (_server, port, _config) = start("0.0.0.0/0");
+    let mut control = Turn::connect(port);
+    let _ = control.allocate_tcp();
+    for addr in [
+        format!("127.0.0.1:{peer_port}"),
+        format!("[::ffff:127.0.0.1]:{peer_port}"),
+        format!("0.0.0.0:{peer_port}"),
+    ] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let r = control.request(Method::Connect, &[(XOR_PEER_ADDRESS, Attr::Addr(addr))]);
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(code(&m), Some(403), "Connect to {addr}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    match peer.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the refused peer saw a connection: {other:?}"),
+    }
+}
+
+#[test]
+fn peer_initiated_connection_gets_connection_attempt_and_pipe() {
+    let (_server, port, _config) = start("127.0.0.1/32");
+    let mut control = Turn::connect(port);
+    let relayed = control.allocate_tcp();
+    let relayed = SocketAddr::new("127.0.0.1".parse().unwrap(), relayed.port());
+    // Without a permission the relay closes the connection at once.
+    let mut early = TcpStream::connect(relayed).unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = [0u8; 16];
+    assert!(matches!(early.read(&mut sink), Ok(0) | Err(_)));
+    let r = control.request(
+        Method::CreatePermission,
+        &[(XOR_PEER_ADDRESS, Attr::Addr("127.0.0.1:1".parse().unwrap()))],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    let mut peer = TcpStream::connect(relayed).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ind = control.read_message();
+    let m = Message::parse(&ind).unwrap();
+    assert_eq!(
+        (m.method(), m.class()),
+        (Method::ConnectionAttempt, Class::Indication)
+    );
+    let from = attr::decode_xor_addr(m.get(XOR_PEER_ADDRESS).unwrap(), m.transaction_id());
+    assert_eq!(from.unwrap(), peer.local_addr().unwrap());
+    let id = attr::decode_u32(m.get(CONNECTION_ID).unwrap()).unwrap();
+    let mut data = Turn::connect(port);
+    let r = data.request(
+        Method::ConnectionBind,
+        &[(CONNECTION_ID, Attr::Bytes(id.to_be_bytes().to_vec()))],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    data.stream.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    peer.write_all(b"pong!").unwrap();
+    let mut got = [0u8; 5];
+    data.stream.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong!");
+    // Closing the peer closes the client data connection.
+    drop(peer);
+    let mut rest = Vec::new();
+    assert!(matches!(data.stream.read_to_end(&mut rest), Ok(0) | Err(_)));
+}
