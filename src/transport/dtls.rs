@@ -190,13 +190,7 @@ impl Worker {
         for std_sock in socks {
             let v6 = std_sock.local_addr()?.is_ipv6();
             let mut socket = MioUdp::from_std(std_sock);
-            let slot = match self.dtls_listeners.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    self.dtls_listeners.push(None);
-                    self.dtls_listeners.len() - 1
-                }
-            };
+            let slot = super::free_slot(&mut self.dtls_listeners);
             self.poll.registry().register(
                 &mut socket,
                 Token(DTLS_LISTENER_BASE + slot),
@@ -311,13 +305,7 @@ impl Worker {
         let stream = SslStream::new(ssl, Datagrams::default())
             .map_err(|e| debug!(target: "listener", "DTLS: new stream: {e}"))
             .ok()?;
-        let id = match self.sessions.iter().position(Option::is_none) {
-            Some(free) => free,
-            None => {
-                self.sessions.push(None);
-                self.sessions.len() - 1
-            }
-        };
+        let id = super::free_slot(&mut self.sessions);
         self.sessions[id] = Some(Session {
             listener: slot,
             client,

@@ -47,3 +47,15 @@ pub fn for_socket(addr: SocketAddr, socket_is_v6: bool) -> SocketAddr {
 pub fn is_v6_unspecified(ip: IpAddr) -> bool {
     ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
 }
+
+/// The index of a free slot in a slab of optional entries, growing it when full. Slots are
+/// reused, so indices (tokens, transport ids) stay small and stable while an entry lives.
+pub(crate) fn free_slot<T>(slab: &mut Vec<Option<T>>) -> usize {
+    match slab.iter().position(Option::is_none) {
+        Some(free) => free,
+        None => {
+            slab.push(None);
+            slab.len() - 1
+        }
+    }
+}

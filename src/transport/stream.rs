@@ -97,13 +97,7 @@ impl Worker {
         })?;
         for std_sock in socks {
             let mut socket = TcpListener::from_std(std_sock);
-            let slot = match self.stream_listeners.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    self.stream_listeners.push(None);
-                    self.stream_listeners.len() - 1
-                }
-            };
+            let slot = super::free_slot(&mut self.stream_listeners);
             self.poll.registry().register(
                 &mut socket,
                 Token(STREAM_LISTENER_BASE + slot),
@@ -168,13 +162,7 @@ impl Worker {
             l.counters.connections += 1;
             l.counters.connections_total += 1;
             let name = l.name.clone();
-            let id = match self.conns.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    self.conns.push(None);
-                    self.conns.len() - 1
-                }
-            };
+            let id = super::free_slot(&mut self.conns);
             if self
                 .poll
                 .registry()

@@ -55,13 +55,7 @@ impl PeerTable {
         conn: ConnectionId,
         connecting: bool,
     ) -> io::Result<()> {
-        let slot = match self.slots.iter().position(Option::is_none) {
-            Some(free) => free,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
+        let slot = super::free_slot(&mut self.slots);
         registry.register(
             &mut stream,
             Token(PEER_BASE + slot),

@@ -365,13 +365,7 @@ impl Worker {
             // Best effort: without it only the drop counter is missing.
             let _ = mmsg::enable_rxq_ovfl(std_sock.as_raw_fd());
             let mut socket = MioUdp::from_std(std_sock);
-            let id = match self.listeners.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    self.listeners.push(None);
-                    self.listeners.len() - 1
-                }
-            };
+            let id = super::free_slot(&mut self.listeners);
             self.poll
                 .registry()
                 .register(&mut socket, Token(id), Interest::READABLE)?;

@@ -508,15 +508,7 @@ impl Server {
             .map(attr::decode_token)
             .transpose()
             .map_err(|_| 400u16)?;
-        let family = msg
-            .get(REQUESTED_ADDRESS_FAMILY)
-            .map(|v| match attr::decode_family(v) {
-                Ok(attr::FAMILY_IPV4) => Ok(Family::V4),
-                Ok(attr::FAMILY_IPV6) => Ok(Family::V6),
-                Ok(_) => Err(440u16),
-                Err(_) => Err(400),
-            })
-            .transpose()?;
+        let family = requested_family(msg)?;
         if token.is_some() && (even_port.is_some() || family.is_some()) {
             return Err(400);
         }
@@ -607,13 +599,7 @@ impl Server {
             Some(Err(_)) => return Err(400),
             _ => granted_lifetime(msg)?,
         };
-        if let Some(v) = msg.get(REQUESTED_ADDRESS_FAMILY) {
-            let fam = match attr::decode_family(v) {
-                Ok(attr::FAMILY_IPV4) => Family::V4,
-                Ok(attr::FAMILY_IPV6) => Family::V6,
-                Ok(_) => return Err(440),
-                Err(_) => return Err(400),
-            };
+        if let Some(fam) = requested_family(msg)? {
             let a = self.alloc(id).ok_or(500u16)?;
             if Family::of(a.relayed.ip()) != fam {
                 return Err(443);
@@ -1023,6 +1009,18 @@ fn listener_of<'s>(
     let (idx, l) = snap.listener(&a.listener)?;
     a.listener_at = (snap.generation, idx);
     Some(l)
+}
+
+/// REQUESTED-ADDRESS-FAMILY, if present: 440 for an unknown family, 400 if malformed.
+fn requested_family(msg: &Message<'_>) -> Result<Option<Family>, u16> {
+    msg.get(REQUESTED_ADDRESS_FAMILY)
+        .map(|v| match attr::decode_family(v) {
+            Ok(attr::FAMILY_IPV4) => Ok(Family::V4),
+            Ok(attr::FAMILY_IPV6) => Ok(Family::V6),
+            Ok(_) => Err(440u16),
+            Err(_) => Err(400),
+        })
+        .transpose()
 }
 
 /// Lifetime for Allocate and Refresh: the request's LIFETIME clamped to
