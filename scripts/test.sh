@@ -25,9 +25,12 @@ t=$(date +%s)
 cargo clippy --all-targets -- -D warnings
 elapsed "$t"
 
-step "cargo build --release"
+# The container image's build steps (Dockerfile stage 1): no engine runs here, so CI runs the
+# same commands.
+step "cargo fetch --locked && cargo build --release --locked (Dockerfile build steps)"
 t=$(date +%s)
-cargo build --release
+cargo fetch --locked
+cargo build --release --locked
 elapsed "$t"
 
 # Fuzz targets: always built (on stable, as plain binaries linked with libFuzzer) and each
