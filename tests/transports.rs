@@ -23,18 +23,71 @@ struct Setup {
     _config: tempfile::TempPath,
 }
 
-/// stunnerd with a TURN-UDP, a TURN-TCP and a TURN-TLS listener (and, with `broken_tls`, a
-/// second TLS listener whose certificate is garbage).
+/// stunnerd with a TURN-UDP, a TURN-TCP, a TURN-TLS and a TURN-DTLS listener (and, with
+/// `broken_tls`, a second TLS listener whose certificate is garbage).
 fn start(ephemeral: bool, broken_tls: bool) -> Setup {
+    let extra = if broken_tls {
+        vec![
+            serde_json::json!({"name": "broken-tls", "protocol": "TURN-TLS",
+            "address": "127.0.0.1", "port": free_udp_tcp_port(), "routes": ["local"],
+            "cert": "bm90IGEgY2VydGlmaWNhdGU=", "key": "bm90IGEga2V5"}),
+        ]
+    } else {
+        Vec::new()
+    };
+    start_with(ephemeral, false, extra)
+}
+
+/// A self-signed RSA-2048 certificate for 127.0.0.1 and its PKCS#8 key, as PEM.
+fn rsa_cert_and_key() -> (Vec<u8>, Vec<u8>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "127.0.0.1").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (
+        b.build().to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+/// As [`start`], with an RSA instead of an ECDSA certificate if `rsa`, and `extra`
+/// listeners appended to the config.
+fn start_with(ephemeral: bool, rsa: bool, extra: Vec<serde_json::Value>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = if rsa {
+        rsa_cert_and_key()
+    } else {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
+        (
+            ck.cert.pem().into_bytes(),
+            ck.signing_key.serialize_pem().into_bytes(),
+        )
+    };
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let (udp, tcp, tls, dtls, bad) = (
-        free_udp_tcp_port(),
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    let (udp, tcp, tls, dtls) = (
         free_udp_tcp_port(),
         free_udp_tcp_port(),
         free_udp_tcp_port(),
@@ -56,13 +109,7 @@ fn start(ephemeral: bool, broken_tls: bool) -> Setup {
         listener("tls", "TURN-TLS", tls),
         listener("dtls", "TURN-DTLS", dtls),
     ];
-    if broken_tls {
-        listeners.push(
-            serde_json::json!({"name": "broken-tls", "protocol": "TURN-TLS",
-            "address": "127.0.0.1", "port": bad, "routes": ["local"],
-            "cert": "bm90IGEgY2VydGlmaWNhdGU=", "key": "bm90IGEga2V5"}),
-        );
-    }
+    listeners.extend(extra);
     let config = write_config(
         &serde_json::json!({
             "version": "v1",
@@ -164,6 +211,17 @@ fn uclient_over_dtls_static_and_rest() {
             check(&r, &mut s);
         }
     }
+}
+
+/// An RSA certificate serves DTLS (openssl) and TLS (rustls) as well as the ECDSA one the
+/// other tests use.
+#[test]
+fn uclient_over_dtls_and_tls_with_an_rsa_certificate() {
+    let mut s = start_with(false, true, Vec::new());
+    let r = uclient(s.dtls, false, &["-S"], 121);
+    check(&r, &mut s);
+    let r = uclient(s.tls, false, &["-t", "-S"], 121);
+    check(&r, &mut s);
 }
 
 fn aioice(s: &mut Setup, port: u16, tls: bool, ephemeral: bool) {

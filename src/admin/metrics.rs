@@ -205,6 +205,18 @@ pub fn render(state: &AdminState) -> String {
         );
     }
     w.family(
+        "stunnerd_listener_dtls_handshakes",
+        "gauge",
+        "DTLS sessions past the cookie exchange whose handshake has not finished",
+    );
+    for l in r.listeners.iter().filter(|l| l.protocol == "TURN-DTLS") {
+        w.sample(
+            "stunnerd_listener_dtls_handshakes",
+            &[("name", &l.name)],
+            l.handshakes,
+        );
+    }
+    w.family(
         "stunnerd_config_reloads_total",
         "counter",
         "Config updates by result",

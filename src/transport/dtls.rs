@@ -1,24 +1,34 @@
 //! TURN over DTLS 1.2 (openssl): one UDP socket group per listener, one DTLS session per
 //! client address, each carrying STUN and ChannelData messages as records.
 //!
-//! A new client first gets a HelloVerifyRequest whose cookie is an HMAC over its address
-//! (RFC 6347 section 4.2.1), so a spoofed source never gets the server to do handshake
-//! cryptography. The small session object that answers it counts against a per-worker bound
-//! of half-open sessions and a handshake timeout; established sessions without an
-//! allocation close after an idle timeout, and an allocation dies with its session.
+//! Cookie exchange comes before any per-client state (RFC 6347 section 4.2.1). Each
+//! listener socket of a worker owns one reusable "listen" SSL object; a datagram from an
+//! address without a session goes through OpenSSL's stateless `DTLSv1_listen` on it, which
+//! answers a ClientHello without a valid cookie with a HelloVerifyRequest (the cookie is an
+//! HMAC over the client's address and a time bucket) and keeps nothing. Only a ClientHello
+//! that returns a valid cookie turns the listen object into that client's session (the
+//! handshake goes on from message 1, as if the exchange had been stateful) and a fresh
+//! listen object takes its place, so a flood of spoofed hellos costs no memory and no
+//! handshake cryptography. Sessions past the cookie that have not finished the handshake
+//! are bounded per worker ([`MAX_HALF_OPEN`], the oldest gives way) and have
+//! [`HANDSHAKE_TIMEOUT`]; established sessions without an allocation close after an idle
+//! timeout, and an allocation dies with its session.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use foreign_types::ForeignTypeRef;
 use hmac::{Hmac, Mac};
 use mio::net::UdpSocket as MioUdp;
 use mio::{Interest, Token};
+use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslStream,
+    SslVersion,
 };
 use sha2::Sha256;
 use tracing::debug;
@@ -34,16 +44,44 @@ use crate::turn::{ClientCtx, ClientOutput, FiveTuple, Now, TransportId};
 pub const DTLS_LISTENER_BASE: usize = 1 << 18;
 /// Transport ids of DTLS sessions start here.
 pub const DTLS_SESSION_BASE: usize = 1 << 22;
-/// Handshakes in progress per worker; more new clients are dropped until some finish.
+/// Sessions per worker that passed the cookie exchange but have not finished the handshake;
+/// at the bound the oldest gives way to a new one.
 pub const MAX_HALF_OPEN: usize = 256;
 /// Established sessions per worker.
 const MAX_SESSIONS: usize = 64 * 1024;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a session past the cookie has to finish its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Datagrams buffered for a session before openssl reads them.
 const MAX_QUEUED: usize = 16;
 /// Path MTU assumed for handshake flights.
 const MTU: u32 = 1200;
+/// Cookies are valid for the time bucket they were made in and the next one.
+const COOKIE_BUCKET_SECS: u64 = 60;
+
+/// libssl and libcrypto calls the openssl crates do not wrap (OpenSSL >= 1.1.0, where
+/// `DTLSv1_listen` is stateless); they link against the same libraries as openssl-sys.
+mod ffi {
+    use std::os::raw::c_int;
+
+    /// OpenSSL's opaque `BIO_ADDR` (openssl-sys declares it only for OpenSSL >= 3.2).
+    #[repr(C)]
+    pub struct BioAddr {
+        _opaque: [u8; 0],
+    }
+
+    unsafe extern "C" {
+        /// Reads datagrams from the SSL's read BIO: answers a ClientHello without a valid
+        /// cookie with a HelloVerifyRequest on its write BIO and returns 0 (or <0 on a fatal
+        /// error), keeping no state; on a ClientHello with a valid cookie, buffers it in the
+        /// SSL, sets the handshake up to continue at message sequence 1 and returns 1.
+        /// `client` must be a valid BIO_ADDR: it is cleared on success when the BIO cannot
+        /// tell the peer (ours cannot; we know the address ourselves).
+        pub fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut BioAddr) -> c_int;
+        pub fn BIO_ADDR_new() -> *mut BioAddr;
+        pub fn BIO_ADDR_free(a: *mut BioAddr);
+    }
+}
 
 /// A TURN-DTLS listener socket of one worker.
 pub(super) struct DtlsListener {
@@ -52,6 +90,9 @@ pub(super) struct DtlsListener {
     socket: MioUdp,
     v6: bool,
     ctx: SslContext,
+    /// The reusable SSL object that answers cookie-less hellos (made on first use, and again
+    /// each time one becomes a session).
+    listen: Option<SslStream<Datagrams>>,
     pub(super) counters: ListenerCounters,
 }
 
@@ -105,13 +146,81 @@ fn addr_index() -> Option<Index<Ssl, SocketAddr>> {
     *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
 }
 
-fn cookie_for(addr: &SocketAddr) -> [u8; 16] {
+fn cookie_for(addr: &SocketAddr, bucket: u64) -> [u8; 16] {
     let mut out = [0u8; 16];
     if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(cookie_key()) {
+        mac.update(&bucket.to_be_bytes());
         mac.update(addr.to_string().as_bytes());
         out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
     }
     out
+}
+
+fn cookie_bucket() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / COOKIE_BUCKET_SECS)
+}
+
+/// Constant time: the comparison must not tell an attacker how much matched.
+fn cookie_matches(cookie: &[u8], want: &[u8; 16]) -> bool {
+    cookie.len() == want.len()
+        && cookie
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The SSL object under a stream, mutably (the openssl crate only lends it shared).
+fn ssl_mut(stream: &mut SslStream<Datagrams>) -> &mut SslRef {
+    // SAFETY: the pointer is the live SSL the stream owns for as long as the stream lives;
+    // the exclusive borrow of the stream makes the returned reference the only one in use
+    // while it lives (SslRef is an opaque FFI type: no Rust data is aliased).
+    unsafe { SslRef::from_ptr_mut(stream.ssl().as_ptr()) }
+}
+
+/// A fresh listen object for a listener context.
+fn listen_stream(ctx: &SslContext) -> Option<SslStream<Datagrams>> {
+    let mut ssl = Ssl::new(ctx)
+        .map_err(|e| debug!(target: "listener", "DTLS: new listen SSL: {e}"))
+        .ok()?;
+    ssl.set_accept_state();
+    SslStream::new(ssl, Datagrams::default())
+        .map_err(|e| debug!(target: "listener", "DTLS: new listen stream: {e}"))
+        .ok()
+}
+
+/// Run one datagram from `client` through `DTLSv1_listen` on the listen object. Whatever it
+/// answered (a HelloVerifyRequest, or nothing for a datagram that is not a ClientHello) is
+/// left in the BIO's outgoing queue; true when the datagram was a ClientHello with a valid
+/// cookie, which the SSL object now holds as the start of this client's handshake.
+fn listen_once(stream: &mut SslStream<Datagrams>, client: SocketAddr, datagram: &[u8]) -> bool {
+    let Some(index) = addr_index() else {
+        return false;
+    };
+    // The cookie callbacks read the address from here (the session's handshake checks the
+    // cookie once more, so it must stay set once the object becomes the session).
+    ssl_mut(stream).set_ex_data(index, client);
+    let bio = stream.get_mut();
+    bio.incoming.clear();
+    bio.incoming.push_back(datagram.to_vec());
+    // SAFETY: BIO_ADDR_new has no preconditions; a null result is handled below.
+    let peer = unsafe { ffi::BIO_ADDR_new() };
+    if peer.is_null() {
+        return false;
+    }
+    // SAFETY: the SSL pointer is live (owned by `stream`, borrowed exclusively here) and has
+    // the stream's BIO as both read and write BIO; `peer` is a valid BIO_ADDR that
+    // DTLSv1_listen may write to or clear. The BIO callbacks only touch `Datagrams`.
+    let rc = unsafe { ffi::DTLSv1_listen(stream.ssl().as_ptr(), peer) };
+    // SAFETY: `peer` came from BIO_ADDR_new above and nothing else holds it.
+    unsafe { ffi::BIO_ADDR_free(peer) };
+    // A rejected datagram leaves errors in this thread's queue; they must not be taken for
+    // the next session's error.
+    let _ = ErrorStack::get();
+    stream.get_mut().incoming.clear();
+    rc == 1
 }
 
 /// A DTLS 1.2 server context with cookie exchange.
@@ -134,8 +243,8 @@ pub fn dtls_context(pem: &PemPair) -> Result<SslContext, String> {
     b.set_cookie_generate_cb(|ssl, buf| {
         let addr = addr_index()
             .and_then(|i| ssl.ex_data(i).copied())
-            .ok_or_else(openssl::error::ErrorStack::get)?;
-        let cookie = cookie_for(&addr);
+            .ok_or_else(ErrorStack::get)?;
+        let cookie = cookie_for(&addr, cookie_bucket());
         let n = cookie.len().min(buf.len());
         buf[..n].copy_from_slice(&cookie[..n]);
         Ok(n)
@@ -144,14 +253,11 @@ pub fn dtls_context(pem: &PemPair) -> Result<SslContext, String> {
         addr_index()
             .and_then(|i| ssl.ex_data(i).copied())
             .is_some_and(|addr| {
-                let want = cookie_for(&addr);
-                // Constant time: the comparison must not tell an attacker how much matched.
-                cookie.len() == want.len()
-                    && cookie
-                        .iter()
-                        .zip(want)
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0
+                let now = cookie_bucket();
+                // Both checks run, so the time taken does not tell which bucket matched.
+                let current = cookie_matches(cookie, &cookie_for(&addr, now));
+                let previous = cookie_matches(cookie, &cookie_for(&addr, now.saturating_sub(1)));
+                current | previous
             })
     });
     Ok(b.build())
@@ -202,6 +308,7 @@ impl Worker {
                 socket,
                 v6,
                 ctx: ctx.clone(),
+                listen: None,
                 counters: ListenerCounters {
                     name: l.name.clone(),
                     protocol: l.protocol.as_str(),
@@ -244,12 +351,9 @@ impl Worker {
             let client = canonical_client(from);
             let id = match self.session_of(slot, client) {
                 Some(id) => id,
-                None => match self.new_session(now, slot, client) {
+                None => match self.listen(now, slot, client, &buf[..n]) {
                     Some(id) => id,
-                    None => {
-                        debug!(target: "listener", "DTLS: no session for {client}");
-                        continue;
-                    }
+                    None => continue,
                 },
             };
             if let Some(Some(s)) = self.sessions.get_mut(id) {
@@ -271,15 +375,52 @@ impl Worker {
             .filter(|&id| self.sessions.get(id).is_some_and(Option::is_some))
     }
 
+    /// A datagram from an address without a session: the stateless cookie exchange. Sends
+    /// the HelloVerifyRequest (if any) and returns None, or, for a ClientHello with a valid
+    /// cookie, the id of the new session (its datagram already consumed: pump it).
+    fn listen(
+        &mut self,
+        now: Now,
+        slot: usize,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<usize> {
+        let l = self.dtls_listeners.get_mut(slot)?.as_mut()?;
+        if l.listen.is_none() {
+            l.listen = listen_stream(&l.ctx);
+        }
+        let stream = l.listen.as_mut()?;
+        let verified = listen_once(stream, client, datagram);
+        let answer = std::mem::take(&mut stream.get_mut().outgoing);
+        for d in answer {
+            match l.socket.send_to(&d, for_socket(client, l.v6)) {
+                Ok(_) => {
+                    l.counters.tx_packets += 1;
+                    l.counters.tx_bytes += d.len() as u64;
+                }
+                Err(_) => l.counters.tx_drops += 1,
+            }
+        }
+        if !verified {
+            return None;
+        }
+        let id = self.new_session(now, slot, client);
+        if id.is_none() {
+            debug!(target: "listener", "DTLS: no session for {client}");
+        }
+        id
+    }
+
+    /// Turn the listen object of `slot`, which just verified `client`'s cookie, into its
+    /// session; a fresh listen object is made on the next unknown datagram.
     fn new_session(&mut self, now: Now, slot: usize, client: SocketAddr) -> Option<usize> {
         if self.session_index.len() >= MAX_SESSIONS {
             return None;
         }
-        // At the bound, the oldest handshake gives way: a flood of spoofed hellos then only
-        // evicts itself, while a real client, which answers the cookie within a round trip,
-        // gets through.
-        let half_open = self.half_open_sessions();
-        if half_open >= MAX_HALF_OPEN {
+        // At the bound, the oldest handshake gives way. Getting here takes a round trip from
+        // the client's address, so spoofed sources cannot fill the table; a real client,
+        // which finishes within a few round trips, gets through.
+        if self.half_open_sessions() >= MAX_HALF_OPEN {
             let oldest = self
                 .sessions
                 .iter()
@@ -293,18 +434,14 @@ impl Worker {
                 .map(|(_, i)| i)?;
             self.close_session(oldest);
         }
-        let l = self.dtls_listeners.get(slot)?.as_ref()?;
-        let mut ssl = Ssl::new(&l.ctx)
-            .map_err(|e| debug!(target: "listener", "DTLS: new session: {e}"))
-            .ok()?;
-        ssl.set_ex_data(addr_index()?, client);
-        ssl.set_mtu(MTU)
+        let l = self.dtls_listeners.get_mut(slot)?.as_mut()?;
+        let mut stream = l.listen.take()?;
+        // DTLSv1_listen cleared the SSL object, MTU included.
+        ssl_mut(&mut stream)
+            .set_mtu(MTU)
             .map_err(|e| debug!(target: "listener", "DTLS: set MTU: {e}"))
             .ok()?;
-        ssl.set_accept_state();
-        let stream = SslStream::new(ssl, Datagrams::default())
-            .map_err(|e| debug!(target: "listener", "DTLS: new stream: {e}"))
-            .ok()?;
+        l.counters.handshakes += 1;
         let id = super::free_slot(&mut self.sessions);
         self.sessions[id] = Some(Session {
             listener: slot,
@@ -338,6 +475,7 @@ impl Worker {
                     s.established = true;
                     s.deadline = now.mono + IDLE_TIMEOUT;
                     if let Some(Some(l)) = dtls_listeners.get_mut(s.listener) {
+                        l.counters.handshakes = l.counters.handshakes.saturating_sub(1);
                         l.counters.connections += 1;
                         l.counters.connections_total += 1;
                     }
@@ -467,6 +605,8 @@ impl Worker {
             if let Some(Some(l)) = self.dtls_listeners.get_mut(s.listener) {
                 l.counters.connections = l.counters.connections.saturating_sub(1);
             }
+        } else if let Some(Some(l)) = self.dtls_listeners.get_mut(s.listener) {
+            l.counters.handshakes = l.counters.handshakes.saturating_sub(1);
         }
         self.server.close_transport(
             TransportId((DTLS_SESSION_BASE + id) as u32),
@@ -474,7 +614,7 @@ impl Worker {
         );
     }
 
-    /// Sessions in the handshake (for tests and figures).
+    /// Sessions past the cookie exchange still in the handshake (for tests and figures).
     pub fn half_open_sessions(&self) -> usize {
         self.sessions
             .iter()

@@ -26,6 +26,8 @@ pub struct ListenerCounters {
     pub kernel_rx_drops: u64,
     /// Datagrams the kernel did not take on send (full send buffer).
     pub tx_drops: u64,
+    /// DTLS: sessions past the cookie exchange whose handshake has not finished.
+    pub handshakes: u64,
 }
 
 /// Traffic to and from the peers of one cluster, as seen by one worker.
@@ -111,6 +113,7 @@ pub fn sum(reports: &[WorkerReport]) -> WorkerReport {
                     t.connections_total += l.connections_total;
                     t.kernel_rx_drops += l.kernel_rx_drops;
                     t.tx_drops += l.tx_drops;
+                    t.handshakes += l.handshakes;
                 }
                 None => total.listeners.push(l.clone()),
             }

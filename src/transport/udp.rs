@@ -440,6 +440,7 @@ impl Worker {
                         c.connections += l.connections;
                         c.connections_total += l.connections_total;
                         c.tx_drops += l.tx_drops;
+                        c.handshakes += l.handshakes;
                     }
                     None => r.listeners.push(l.clone()),
                 }
