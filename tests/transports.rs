@@ -1,6 +1,8 @@
-//! TURN over TCP and TLS with real clients: coturn's turnutils_uclient (static and REST
-//! credentials, ChannelData and Send indications, odd payload sizes) and aioice, and a TLS
-//! listener with a broken certificate that must not take the rest of the config down.
+//! TURN over TCP, TLS and DTLS with real clients: coturn's turnutils_uclient (static and REST
+//! credentials, ChannelData and Send indications, odd payload sizes, ECDSA and RSA
+//! certificates) and aioice; TLS and DTLS listeners with a malformed or missing certificate
+//! that must not take the rest of the config down, and a DTLS listener without any
+//! certificate, which validation rejects naming it.
 
 mod common;
 
@@ -277,6 +279,101 @@ fn broken_certificate_stops_only_its_listener() {
     check(&r, &mut s);
     let r = uclient(s.tls, false, &["-t", "-S"], 100);
     check(&r, &mut s);
+}
+
+/// Waits (bounded) until every one of `names` appears in the server log; the log.
+fn wait_log(s: &Setup, names: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !names.iter().all(|n| s.server.log().contains(n)) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.server.log()
+}
+
+/// Whether nothing listens on UDP `port` (stunnerd binds the wildcard address, so a bind
+/// to 127.0.0.1 would fail if it did).
+fn udp_port_unbound(port: u16) -> bool {
+    std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn broken_dtls_certificate_stops_only_its_listener() {
+    let (malformed_port, missing_port) = (free_udp_tcp_port(), free_udp_tcp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let missing = dir.path().join("no-such-cert.pem");
+    let extra = vec![
+        // A PEM block whose body is not a certificate, with a good key.
+        serde_json::json!({"name": "malformed-dtls", "protocol": "TURN-DTLS",
+            "address": "127.0.0.1", "port": malformed_port, "routes": ["local"],
+            "cert": "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+            "key": key.to_str().unwrap()}),
+        // A certificate file that does not exist.
+        serde_json::json!({"name": "missing-dtls", "protocol": "TURN-DTLS",
+            "address": "127.0.0.1", "port": missing_port, "routes": ["local"],
+            "cert": missing.to_str().unwrap(), "key": key.to_str().unwrap()}),
+    ];
+    let mut s = start_with(false, false, extra);
+    // Each broken listener is named in the log, with what is wrong...
+    let log = wait_log(&s, &["malformed-dtls", "missing-dtls"]);
+    for name in ["malformed-dtls", "missing-dtls"] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("listener {name}:"))
+                && l.contains("DTLS certificate")
+                && l.contains("not started")),
+            "the log does not name the broken listener {name}:\n{log}"
+        );
+    }
+    // ...is not started...
+    assert!(udp_port_unbound(malformed_port) && udp_port_unbound(missing_port));
+    // ...and the other listeners serve: TURN-UDP and the good TURN-DTLS listener relay
+    // every packet.
+    let r = uclient(s.udp, false, &["-c"], 100);
+    check(&r, &mut s);
+    assert_eq!(r.lost_pct, Some(0.0), "{}", r.output);
+    let r = uclient(s.dtls, false, &["-S"], 100);
+    check(&r, &mut s);
+}
+
+/// A TURN-DTLS listener without any certificate is a validation error that names the
+/// listener and its field; stunnerd refuses the config and exits, as upstream does.
+#[test]
+fn dtls_listener_without_certificate_is_rejected_naming_it() {
+    let udp = free_udp_tcp_port();
+    let config = write_config(
+        &serde_json::json!({
+            "version": "v1",
+            "admin": {"name": "nocert", "healthcheck_endpoint": ""},
+            "auth": {"credentials": {"username": "user", "password": "pass"}},
+            "listeners": [
+                {"name": "udp", "protocol": "TURN-UDP", "address": "127.0.0.1", "port": udp,
+                 "routes": ["local"]},
+                {"name": "dtls-without-cert", "protocol": "TURN-DTLS", "address": "127.0.0.1",
+                 "port": free_udp_tcp_port(), "routes": ["local"]}
+            ],
+            "clusters": [{"name": "local", "endpoints": ["127.0.0.1/32"]}],
+        })
+        .to_string(),
+    );
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.arg("-c").arg(format!("file://{}", config.display()));
+    let mut server = Proc::spawn("stunnerd", cmd);
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("stunnerd exits on an invalid config");
+    assert!(!status.success());
+    let log = server.log();
+    assert!(
+        log.contains(
+            "listeners[1].cert: empty TLS cert for TURN-DTLS listener \"dtls-without-cert\""
+        ) && log.contains(
+            "listeners[1].key: empty TLS key for TURN-DTLS listener \"dtls-without-cert\""
+        ),
+        "the error does not name the listener:\n{log}"
+    );
 }
 
 /// IPv6 end to end on ::1: an IPv6 listener address makes IPv6 relays (the family follows

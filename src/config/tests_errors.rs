@@ -147,15 +147,15 @@ fn listener_errors() {
             "{name: l, address: 10.0.0.1, protocol: TURN-TLS}"
         )),
         [
-            "listeners[0].cert: empty TLS cert for TURN-TLS listener",
-            "listeners[0].key: empty TLS key for TURN-TLS listener",
+            "listeners[0].cert: empty TLS cert for TURN-TLS listener \"l\"",
+            "listeners[0].key: empty TLS key for TURN-TLS listener \"l\"",
         ]
     );
     assert_eq!(
         error(&with_listener(
             "{name: l, address: 10.0.0.1, protocol: dtls, cert: c}"
         )),
-        "listeners[0].key: empty TLS key for TURN-DTLS listener"
+        "listeners[0].key: empty TLS key for TURN-DTLS listener \"l\""
     );
     assert_eq!(
         error(&with_listener(

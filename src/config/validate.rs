@@ -111,13 +111,13 @@ pub(super) fn validate_with(config: &StunnerConfig, check_tls: bool) -> Result<(
             if l.cert.is_empty() {
                 err(
                     path("cert"),
-                    format!("empty TLS cert for {} listener", l.protocol),
+                    format!("empty TLS cert for {} listener {:?}", l.protocol, l.name),
                 );
             }
             if l.key.is_empty() {
                 err(
                     path("key"),
-                    format!("empty TLS key for {} listener", l.protocol),
+                    format!("empty TLS key for {} listener {:?}", l.protocol, l.name),
                 );
             }
         }
