@@ -1,6 +1,7 @@
 //! RFC 6062 TCP allocations against the real binary, with a minimal client of our own:
-//! Connect to an admitted TCP peer and relay bytes both ways over ConnectionBind, and a
-//! Connect to refused addresses that gets 403 without any connection attempt.
+//! Connect to an admitted TCP peer and relay bytes both ways over ConnectionBind, a Connect
+//! to refused addresses that gets 403 without any connection attempt, and pipes closed by a
+//! config reload that removes the route admitting their peer.
 
 mod common;
 
@@ -17,18 +18,35 @@ use stunnerd::stun::{Class, Message, MessageWriter, Method};
 /// stunnerd with one TURN-TCP listener routed to one cluster.
 fn start(cluster: &str) -> (Proc, u16, tempfile::TempPath) {
     let port = free_udp_tcp_port();
-    let config = write_config(
-        &serde_json::json!({
-            "version": "v1",
-            "admin": {"name": "rfc6062", "healthcheck_endpoint": ""},
-            "auth": {"type": "static", "credentials": {"username": USER, "password": PASS}},
-            "listeners": [{"name": "tcp", "protocol": "TURN-TCP", "address": "127.0.0.1",
-                           "port": port, "routes": ["peers"]}],
-            "clusters": [{"name": "peers", "endpoints": [cluster]}],
-        })
-        .to_string(),
-    );
+    let config = write_config(&config_text(port, &[("peers", cluster)]));
+    let server = spawn(port, &config, false);
+    (server, port, config)
+}
+
+/// A config with one TURN-TCP listener on `port` routed to every cluster (name, endpoint).
+fn config_text(port: u16, clusters: &[(&str, &str)]) -> String {
+    let routes: Vec<&str> = clusters.iter().map(|c| c.0).collect();
+    let clusters: Vec<_> = clusters
+        .iter()
+        .map(|(name, ep)| serde_json::json!({"name": name, "endpoints": [ep]}))
+        .collect();
+    serde_json::json!({
+        "version": "v1",
+        "admin": {"name": "rfc6062", "healthcheck_endpoint": ""},
+        "auth": {"type": "static", "credentials": {"username": USER, "password": PASS}},
+        "listeners": [{"name": "tcp", "protocol": "TURN-TCP", "address": "127.0.0.1",
+                       "port": port, "routes": routes}],
+        "clusters": clusters,
+    })
+    .to_string()
+}
+
+/// stunnerd on `config` (following it with `-w` if `watch`), once it listens on `port`.
+fn spawn(port: u16, config: &std::path::Path, watch: bool) -> Proc {
     let mut cmd = Command::new(stunnerd_bin());
+    if watch {
+        cmd.arg("-w");
+    }
     cmd.arg("-c").arg(format!("file://{}", config.display()));
     let server = Proc::spawn("stunnerd", cmd);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -39,7 +57,7 @@ fn start(cluster: &str) -> (Proc, u16, tempfile::TempPath) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    (server, port, config)
+    server
 }
 
 /// One TURN-TCP connection of our client: long-term credentials with its own nonce.
@@ -275,4 +293,116 @@ fn peer_initiated_connection_gets_connection_attempt_and_pipe() {
     drop(peer);
     let mut rest = Vec::new();
     assert!(matches!(data.stream.read_to_end(&mut rest), Ok(0) | Err(_)));
+}
+
+/// Connect to `peer` on the control connection and bind a new data connection to it;
+/// (data connection, the peer's end).
+fn pipe_to(control: &mut Turn, port: u16, peer: &TcpListener) -> (Turn, TcpStream) {
+    let r = control.request(
+        Method::Connect,
+        &[(XOR_PEER_ADDRESS, Attr::Addr(peer.local_addr().unwrap()))],
+    );
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class(), Class::Success, "Connect: {:?}", code(&m));
+    let id = attr::decode_u32(m.get(CONNECTION_ID).unwrap()).unwrap();
+    let (from_relay, _) = peer.accept().unwrap();
+    from_relay
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut data = Turn::connect(port);
+    let r = data.request(
+        Method::ConnectionBind,
+        &[(CONNECTION_ID, Attr::Bytes(id.to_be_bytes().to_vec()))],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    (data, from_relay)
+}
+
+/// One message each way through a pipe.
+fn ping(data: &mut Turn, peer: &mut TcpStream, what: &str) {
+    data.stream.write_all(what.as_bytes()).unwrap();
+    let mut got = vec![0u8; what.len()];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(got, what.as_bytes());
+    peer.write_all(what.as_bytes()).unwrap();
+    data.stream.read_exact(&mut got).unwrap();
+    assert_eq!(got, what.as_bytes());
+}
+
+/// Whether `s` is closed by the other side within `wait` (EOF or reset; data read on the
+/// way is discarded).
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1024];
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn a_reload_that_removes_the_route_closes_its_pipes() {
+    // Two peers on two loopback addresses, each admitted by its own cluster and route.
+    let peer_a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_b = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = free_udp_tcp_port();
+    let config = write_config(&config_text(
+        port,
+        &[("peers-a", "127.0.0.1/32"), ("peers-b", "127.0.0.2/32")],
+    ));
+    let mut server = spawn(port, &config, true);
+    let mut control = Turn::connect(port);
+    let _ = control.allocate_tcp();
+    let (mut data_a, mut relay_a) = pipe_to(&mut control, port, &peer_a);
+    let (mut data_b, mut relay_b) = pipe_to(&mut control, port, &peer_b);
+    ping(&mut data_a, &mut relay_a, "before the reload, a");
+    ping(&mut data_b, &mut relay_b, "before the reload, b");
+
+    // The route to peer A goes away; the listener itself does not change.
+    let tmp = config.with_extension("rewrite");
+    std::fs::write(&tmp, config_text(port, &[("peers-b", "127.0.0.2/32")])).unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+
+    // Pipe A closes, both at the peer and at the client data connection...
+    assert!(
+        closed_within(&mut relay_a, Duration::from_secs(10)),
+        "the peer connection of the removed route stays open\n{}",
+        server.log()
+    );
+    assert!(
+        closed_within(&mut data_a.stream, Duration::from_secs(5)),
+        "the client data connection of the removed route stays open"
+    );
+    server.assert_running("after the reload");
+    // ...pipe B, whose route stays, goes on...
+    ping(&mut data_b, &mut relay_b, "after the reload, b");
+    // ...and a new Connect to peer A on the same control connection (its allocation
+    // lives on) is 403, without a connection attempt.
+    peer_a.set_nonblocking(true).unwrap();
+    let r = control.request(
+        Method::Connect,
+        &[(XOR_PEER_ADDRESS, Attr::Addr(peer_a.local_addr().unwrap()))],
+    );
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(403));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(
+        peer_a.accept(),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    ));
+    assert!(
+        server.log().contains("no longer admits"),
+        "{}",
+        server.log()
+    );
 }

@@ -3,14 +3,16 @@
 //!
 //! The core decides everything (admission, ids, timeouts); this file moves bytes. Each
 //! pipe direction has one bounded buffer: a side is not read while the buffer towards its
-//! destination is full, so a slow reader stops its writer instead of growing memory.
+//! destination is full, so a slow reader stops its writer instead of growing memory. On a
+//! config change the core re-checks every peer connection and the ones it no longer admits
+//! are closed with their client data connection ([`Worker::recheck_pipes`]).
 
 use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustc_hash::FxHashMap;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::canonical_client;
 use super::dtls::DTLS_SESSION_BASE;
@@ -281,6 +283,17 @@ impl Worker {
         self.server.close_peer_connection(conn);
         self.close_conn(cid);
         false
+    }
+
+    /// A new snapshot: close the peer connections whose peer it no longer admits, with the
+    /// client data connections piped to them (a Connect under way gets 403).
+    pub(super) fn recheck_pipes(&mut self, snap: &Snapshot) {
+        let closed = self.server.recheck_peer_connections(snap, &mut self.relays);
+        if closed > 0 {
+            info!(target: "turn", "worker {}: closed {closed} TCP peer connection(s) the new config no longer admits", self.index);
+        }
+        self.drain_outbox();
+        self.close_orphans();
     }
 
     /// Send a message the core made to a stream or DTLS client.

@@ -347,6 +347,8 @@ impl Worker {
                 self.report_listener_error(&e);
             }
         }
+        // RFC 6062 pipes whose peer the new config no longer admits are closed.
+        self.recheck_pipes(snap);
         self.bound_generation = snap.generation;
     }
 

@@ -6,7 +6,9 @@
 //! reports the outcome with [`Server::handle_connect_result`]. A connection accepted on a
 //! relay's listening socket is admitted the same way ([`Server::handle_peer_connection`]).
 //! Each peer connection waits at most [`BIND_WINDOW`] for its ConnectionBind; a Connect
-//! that takes [`CONNECT_TIMEOUT`] gets 447. Peer connections close with their allocation.
+//! that takes [`CONNECT_TIMEOUT`] gets 447. Peer connections close with their allocation,
+//! and when a new config no longer admits their peer
+//! ([`Server::recheck_peer_connections`]).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -166,6 +168,48 @@ impl Server {
     /// The shell closed a peer connection or the client data connection piped to it.
     pub fn close_peer_connection(&mut self, conn: ConnectionId) {
         self.peer_conns.remove(&conn.0);
+    }
+
+    /// After a config change: ask [`policy::admit`] again about the peer of every live peer
+    /// connection (connecting, waiting for its bind, or piped) and close those it no longer
+    /// admits, as a new Connect to that peer would be refused. The shell closes each one
+    /// with the client data connection piped to it ([`Relays::close_peer`]); a Connect
+    /// still under way gets 403. Returns how many were closed.
+    pub fn recheck_peer_connections(&mut self, snap: &Snapshot, relays: &mut dyn Relays) -> usize {
+        if self.peer_conns.is_empty() {
+            return 0;
+        }
+        let mut refused = Vec::new();
+        for (&k, c) in &self.peer_conns {
+            let admitted = self
+                .allocs
+                .get_mut(c.alloc as usize)
+                .and_then(Option::as_mut)
+                .is_some_and(|a| admit_for(a, snap, c.peer).is_ok());
+            if !admitted {
+                refused.push(k);
+            }
+        }
+        for &k in &refused {
+            let Some(c) = self.peer_conns.remove(&k) else {
+                continue;
+            };
+            relays.close_peer(ConnectionId(k));
+            if let State::Connecting {
+                control,
+                tid,
+                key,
+                fingerprint,
+            } = c.state
+            {
+                let mut buf = [0u8; 128];
+                if let Ok(n) = connect_response(&mut buf, &tid, &key, fingerprint, Err(403)) {
+                    self.stats.error_responses += 1;
+                    self.outbox.push_back((control, buf[..n].to_vec()));
+                }
+            }
+        }
+        refused.len()
     }
 
     /// Connect (RFC 6062 section 5.2) on a control connection.

@@ -466,3 +466,62 @@ fn control_connection_close_closes_every_peer_connection() {
     // The pending Connect gets no answer any more.
     assert!(h.connect_result(a, true).is_none());
 }
+
+#[test]
+fn a_new_config_closes_peer_connections_it_no_longer_admits() {
+    let mut h = Harness::new(&[("local", &["127.0.0.1/32"]), ("other", &["8.8.8.8"])]);
+    let mut c = h.client("192.0.2.7:4000");
+    h.tcp_allocate(&mut c);
+    // One piped, one waiting for its bind, one still connecting, one to a peer that stays.
+    let piped = h.connect_pending(&mut c, "127.0.0.1:9000");
+    let r = h.connect_result(piped, true).unwrap().1;
+    let mut d = h.client("192.0.2.7:4001");
+    let r = h.treq(
+        &mut d,
+        DATA,
+        true,
+        Method::ConnectionBind,
+        &[conn_attr(connection_id(&r))],
+    );
+    assert!(matches!(r, Out::Bind(..)), "{r:?}");
+    let ready = h.connect_pending(&mut c, "127.0.0.1:9001");
+    h.connect_result(ready, true).unwrap();
+    let connecting = h.connect_pending(&mut c, "127.0.0.1:9002");
+    let stays = h.connect_pending(&mut c, "8.8.8.8:443");
+    h.connect_result(stays, true).unwrap();
+
+    // The same config again (a new generation) closes nothing.
+    let mut same = snapshot_with_clusters(&[("local", &["127.0.0.1/32"]), ("other", &["8.8.8.8"])]);
+    same.generation = h.snap.generation + 1;
+    assert_eq!(h.server.recheck_peer_connections(&same, &mut h.relays), 0);
+    assert!(h.relays.closed_peers.is_empty());
+
+    // The route to 127.0.0.1 goes away.
+    let mut next = snapshot_with_clusters(&[("other", &["8.8.8.8"])]);
+    next.generation = same.generation + 1;
+    h.snap = next;
+    assert_eq!(h.server.recheck_peer_connections(&h.snap, &mut h.relays), 3);
+    let mut closed = h.relays.closed_peers.clone();
+    closed.sort();
+    assert_eq!(closed, vec![piped, ready, connecting]);
+    assert_eq!(h.server.peer_connection_count(), 1);
+    // The Connect under way is answered 403 on the control connection.
+    let (to, r) = h
+        .server
+        .poll_transmit()
+        .expect("an answer to the pending Connect");
+    assert_eq!(to, CONTROL);
+    assert_eq!(code_of(&r), Some(403));
+    assert!(Message::parse(&r).unwrap().verify_integrity(&c.key));
+    assert!(h.server.poll_transmit().is_none());
+    // A late connect result for it is not wanted; a new Connect to the peer is 403.
+    assert!(h.connect_result(connecting, true).is_none());
+    let r = h.treq(
+        &mut c,
+        CONTROL,
+        true,
+        Method::Connect,
+        &[peer_attr("127.0.0.1:9000")],
+    );
+    assert_eq!(code_of(&r.reply()), Some(403));
+}
