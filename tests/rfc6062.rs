@@ -406,3 +406,68 @@ fn a_reload_that_removes_the_route_closes_its_pipes() {
         server.log()
     );
 }
+
+/// coturn's turnutils_uclient in its RFC 6062 mode (`-T`, which implies client to client):
+/// two clients each hold a TCP allocation; one Connects to the other's relayed address, the
+/// other gets a ConnectionAttempt for that connection; both bind a data connection with the
+/// nonce of their control connection and exchange messages through the two relays. Over
+/// TURN-TCP and TURN-TLS, with a few message sizes, everything arrives.
+#[test]
+fn coturn_uclient_tcp_relay_mode_delivers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (tcp, tls) = (free_udp_tcp_port(), free_udp_tcp_port());
+    let config = write_config(
+        &serde_json::json!({
+            "version": "v1",
+            "admin": {"name": "rfc6062-uclient", "healthcheck_endpoint": ""},
+            "auth": {"type": "static", "credentials": {"username": USER, "password": PASS}},
+            "listeners": [
+                {"name": "tcp", "protocol": "TURN-TCP", "address": "127.0.0.1", "port": tcp,
+                 "routes": ["relays"]},
+                {"name": "tls", "protocol": "TURN-TLS", "address": "127.0.0.1", "port": tls,
+                 "routes": ["relays"], "cert": cert.to_str().unwrap(),
+                 "key": key.to_str().unwrap()}
+            ],
+            // The peers are the clients' own relayed addresses.
+            "clusters": [{"name": "relays", "endpoints": ["127.0.0.1/32"]}],
+        })
+        .to_string(),
+    );
+    let mut server = spawn(tcp, &config, false);
+    for (port, secure, size) in [(tcp, false, 100), (tcp, false, 1001), (tls, true, 333)] {
+        let mut args = vec!["-T".to_string()];
+        if secure {
+            args.push("-S".into());
+        }
+        let port = port.to_string();
+        let size = size.to_string();
+        for a in [
+            "-u",
+            USER,
+            "-w",
+            PASS,
+            "-p",
+            &port,
+            "-n",
+            "10",
+            "-m",
+            "1",
+            "-l",
+            &size,
+            "-z",
+            "5",
+            "127.0.0.1",
+        ] {
+            args.push(a.into());
+        }
+        let r = run_uclient(&args);
+        server.assert_running("after uclient -T");
+        // Two clients, 10 messages each.
+        r.assert_all_echoed(20, &server.log());
+        assert_eq!(r.lost_pct, Some(0.0), "{}", r.output);
+    }
+}

@@ -149,12 +149,15 @@ impl AuthError {
 
 /// Authenticate a request against the snapshot's credentials (RFC 8489 section 9.2.4).
 /// Runs on every authenticated request, so an expired REST credential stops working at
-/// once, and a credential change applies to the next request.
+/// once, and a credential change applies to the next request. The nonce must be bound to
+/// `client`, or to `also` when given (an RFC 6062 ConnectionBind may carry the nonce of
+/// its control connection).
 pub fn authenticate(
     snap: &Snapshot,
     nonces: &NonceKey,
     unix: u64,
     client: SocketAddr,
+    also: Option<SocketAddr>,
     msg: &Message<'_>,
 ) -> Result<Authenticated, AuthError> {
     if matches!(snap.auth, Auth::None) {
@@ -170,7 +173,7 @@ pub fn authenticate(
     ) else {
         return Err(AuthError::Malformed);
     };
-    if !nonces.check(nonce, unix, client) {
+    if !nonces.check(nonce, unix, client) && !also.is_some_and(|a| nonces.check(nonce, unix, a)) {
         return Err(AuthError::StaleNonce);
     }
     let username = attr::decode_str(username).map_err(|_| AuthError::Malformed)?;

@@ -410,8 +410,16 @@ impl Server {
             // Unknown methods, and RFC 6062 methods on a UDP transport.
             return Err((Answer::Error(400), None));
         }
-        let auth =
-            auth::authenticate(snap, &self.nonces, now.unix, ctx.client, msg).map_err(|e| {
+        // RFC 6062 clients (coturn's among them) send ConnectionBind on a new connection
+        // with the nonce of their control connection: it is accepted for the allocation
+        // the CONNECTION-ID names, from the same IP.
+        let also = if method == Method::ConnectionBind {
+            self.control_client_of(msg, ctx.client)
+        } else {
+            None
+        };
+        let auth = auth::authenticate(snap, &self.nonces, now.unix, ctx.client, also, msg)
+            .map_err(|e| {
                 match e {
                     AuthError::Challenge => self.stats.auth_challenges += 1,
                     AuthError::StaleNonce => self.stats.stale_nonces += 1,

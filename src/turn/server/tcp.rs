@@ -314,6 +314,19 @@ impl Server {
         Ok((len, ConnectionId(conn)))
     }
 
+    /// The control connection's address of the allocation whose peer connection a
+    /// ConnectionBind names, if it is on the IP of `data` (the data connection).
+    pub(super) fn control_client_of(
+        &self,
+        msg: &Message<'_>,
+        data: SocketAddr,
+    ) -> Option<SocketAddr> {
+        let conn = attr::decode_u32(msg.get(CONNECTION_ID)?).ok()?;
+        let c = self.peer_conns.get(&conn)?;
+        let control = self.alloc(c.alloc)?.five.client;
+        (control.ip() == data.ip()).then_some(control)
+    }
+
     /// Time out Connects (447 to the client) and unbound peer connections.
     pub(super) fn expire_peer_conns(&mut self, now: Now, relays: &mut dyn Relays) {
         if self.peer_conns.is_empty() {

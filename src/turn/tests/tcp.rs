@@ -525,3 +525,27 @@ fn a_new_config_closes_peer_connections_it_no_longer_admits() {
     );
     assert_eq!(code_of(&r.reply()), Some(403));
 }
+
+#[test]
+fn connection_bind_accepts_the_control_connections_nonce_from_the_same_ip() {
+    let mut h = Harness::local();
+    let mut c = h.client("192.0.2.7:4000");
+    h.tcp_allocate(&mut c);
+    let conn = h.connect_pending(&mut c, "127.0.0.1:9000");
+    h.connect_result(conn, true).unwrap();
+    let bind = |h: &mut Harness, d: &Client, id: u32| {
+        let req = build(d, Method::ConnectionBind, &[conn_attr(id)], true);
+        h.send_on(d, DATA, true, &req)
+    };
+    // From another IP, the control connection's nonce is stale.
+    let mut far = h.client("198.51.100.9:4001");
+    far.nonce = c.nonce.clone();
+    assert_eq!(code_of(&bind(&mut h, &far, conn.0).reply()), Some(438));
+    // For an unknown CONNECTION-ID too.
+    let mut d = h.client("192.0.2.7:4001");
+    d.nonce = c.nonce.clone();
+    assert_eq!(code_of(&bind(&mut h, &d, conn.0 + 7).reply()), Some(438));
+    // From the control connection's IP, for a connection of its allocation: bound.
+    let r = bind(&mut h, &d, conn.0);
+    assert!(matches!(r, Out::Bind(_, b) if b == conn), "{r:?}");
+}
