@@ -15,6 +15,7 @@ use stunnerd::snapshot::{Snapshot, Store, long_term_key};
 use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
 use stunnerd::transport::relay::Reservations;
 use stunnerd::transport::udp::{Control, Worker};
+use stunnerd::transport::uring::RelayRing;
 use stunnerd::turn::Server;
 use stunnerd::turn::auth::NonceKey;
 
@@ -62,7 +63,22 @@ impl Client {
 }
 
 #[test]
-fn steady_state_relaying_does_not_allocate() {
+fn steady_state_relaying_does_not_allocate_epoll() {
+    relay_without_allocating(false);
+}
+
+/// The same through the io_uring relay path (multishot receives, batched sends), where
+/// the kernel offers it.
+#[test]
+fn steady_state_relaying_does_not_allocate_io_uring() {
+    relay_without_allocating(true);
+}
+
+/// The counting allocator sees every thread: the two tests must not overlap.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn relay_without_allocating(io_uring: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_udp_port();
     let text = format!(
         r#"{{"version":"v1","auth":{{"credentials":{{"username":"user","password":"pass"}}}},
@@ -76,7 +92,7 @@ fn steady_state_relaying_does_not_allocate() {
     let store = Store::new(snap);
     let (tx, rx) = mpsc::channel();
     let server = Server::new(NonceKey::random());
-    let (worker, handle) = Worker::new(
+    let (mut worker, handle) = Worker::new(
         0,
         &store.load(),
         store.cache(),
@@ -85,6 +101,7 @@ fn steady_state_relaying_does_not_allocate() {
         Reservations::new(),
     )
     .unwrap();
+    worker.set_io_uring(io_uring);
     let thread = std::thread::spawn(move || worker.run());
 
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -169,6 +186,12 @@ fn steady_state_relaying_does_not_allocate() {
             break;
         }
     }
+    let expect_ring = io_uring && RelayRing::new().is_ok();
+    assert_eq!(
+        handle.stats.read().io_uring,
+        expect_ring,
+        "relay path in use (io_uring wanted: {io_uring})"
+    );
     let region = Region::new(GLOBAL);
     for _ in 0..ROUNDS {
         relay_round(&c, &mut buf);

@@ -18,6 +18,7 @@ pub mod stats;
 pub mod stream;
 pub mod tcp_relay;
 pub mod udp;
+pub mod uring;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use mio::net::UdpSocket as MioUdp;
 use mio::{Interest, Token};
 
 use super::sockopt;
+use super::uring::{Completion, RelayRing};
 use crate::turn::{
     ConnectionId, Family, Opened, PortRequest, RESERVATION_LIFETIME, RelayError, RelayId,
     RelayRequest, Relays,
@@ -23,13 +25,27 @@ pub const RELAY_BASE: usize = 1 << 24;
 /// Relay sockets of one worker: the core's [`Relays`].
 pub struct RelayTable {
     pub(super) registry: mio::Registry,
-    sockets: Vec<Option<(MioUdp, bool)>>,
+    sockets: Vec<Option<RelaySock>>,
+    /// Per slot, bumped when its socket closes, so that late completions of a closed
+    /// socket's receive are told apart from those of the slot's next socket.
+    generations: Vec<u32>,
     free: Vec<u32>,
+    /// The io_uring relay path, when the kernel allows it (see `uring.rs`).
+    pub(super) ring: Option<RelayRing>,
+    /// Receives to start again after a drain of the ring (kept to avoid allocating).
+    rearm: Vec<(u32, u32, i32)>,
     pub(super) reservations: Arc<Reservations>,
     /// RFC 6062 relays (listening TCP sockets) by relay id, with their bound address.
     pub(super) tcp: rustc_hash::FxHashMap<u32, (mio::net::TcpListener, SocketAddr)>,
     /// RFC 6062 peer connections.
     pub(super) peers: super::tcp_relay::PeerTable,
+}
+
+/// A UDP relay socket: its receives come through the ring or through epoll.
+struct RelaySock {
+    socket: MioUdp,
+    v6: bool,
+    on_ring: bool,
 }
 
 /// Ports held by RESERVATION-TOKENs (RFC 8656 EVEN-PORT with R), shared by all workers:
@@ -104,7 +120,10 @@ impl RelayTable {
         RelayTable {
             registry,
             sockets: Vec::new(),
+            generations: Vec::new(),
             free: Vec::new(),
+            ring: None,
+            rearm: Vec::with_capacity(64),
             reservations,
             tcp: Default::default(),
             peers: Default::default(),
@@ -124,7 +143,112 @@ impl RelayTable {
         self.sockets
             .get(relay.0 as usize)
             .and_then(Option::as_ref)
-            .map(|(s, v6)| (s, *v6))
+            .map(|s| (&s.socket, s.v6))
+    }
+
+    /// Send `payload` from relay socket `relay` to `peer`. On the ring the send is only
+    /// queued: `payload` must stay untouched until [`RelayTable::submit`].
+    pub(super) fn send_from(&mut self, relay: RelayId, payload: &[u8], peer: SocketAddr) {
+        let Some(Some(s)) = self.sockets.get(relay.0 as usize) else {
+            return;
+        };
+        let to = super::for_socket(peer, s.v6);
+        match &mut self.ring {
+            Some(ring) => {
+                let _ = ring.send(s.socket.as_raw_fd(), payload, to);
+            }
+            None => {
+                let _ = s.socket.send_to(payload, to);
+            }
+        }
+    }
+
+    /// Hand queued ring work (sends, receives, cancels) to the kernel.
+    pub(super) fn submit(&mut self) {
+        if let Some(ring) = &mut self.ring {
+            if let Err(e) = ring.submit() {
+                tracing::debug!(target: "stunner", "io_uring submit: {e}");
+            }
+        }
+    }
+
+    /// Handle up to `budget` ring completions, passing each datagram of a live relay to
+    /// `on_datagram(relay, from, buf, len)` (payload at `buf[uring::PAYLOAD_AT..]`, free
+    /// bytes before it); true if more may wait.
+    pub(super) fn drain_ring(
+        &mut self,
+        budget: usize,
+        mut on_datagram: impl FnMut(RelayId, SocketAddr, &mut [u8], usize),
+    ) -> bool {
+        let RelayTable {
+            ring,
+            sockets,
+            generations,
+            rearm,
+            ..
+        } = self;
+        let Some(r) = ring.as_mut() else {
+            return false;
+        };
+        let live = |slot: u32, generation: u32| {
+            generations.get(slot as usize) == Some(&generation)
+                && sockets
+                    .get(slot as usize)
+                    .is_some_and(|s| s.as_ref().is_some_and(|s| s.on_ring))
+        };
+        let mut more = true;
+        for _ in 0..budget {
+            let got = r.next(|c| match c {
+                Completion::Datagram {
+                    slot,
+                    generation,
+                    from,
+                    buf,
+                    len,
+                } if live(slot, generation) => on_datagram(RelayId(slot), from, buf, len),
+                Completion::Stopped {
+                    slot,
+                    generation,
+                    error,
+                } if live(slot, generation) => rearm.push((slot, generation, error)),
+                _ => {}
+            });
+            if !got {
+                more = false;
+                break;
+            }
+        }
+        let mut pending = std::mem::take(&mut self.rearm);
+        for (slot, generation, error) in pending.drain(..) {
+            self.restart_receive(slot, generation, error);
+        }
+        self.rearm = pending;
+        more
+    }
+
+    /// A relay socket's multishot receive ended: start it again, or move the socket to
+    /// epoll if the ring refuses it.
+    fn restart_receive(&mut self, slot: u32, generation: u32, error: i32) {
+        let Some(Some(s)) = self.sockets.get_mut(slot as usize) else {
+            return;
+        };
+        let fd = s.socket.as_raw_fd();
+        // ENOBUFS: every buffer was in use; they are back now. 0: the kernel ended it
+        // (e.g. a full completion queue). Anything else: this socket leaves the ring.
+        let transient = error == 0 || error == -libc::ENOBUFS;
+        let armed = transient
+            && self
+                .ring
+                .as_mut()
+                .is_some_and(|r| r.arm(fd, slot, generation).is_ok());
+        if !armed {
+            s.on_ring = false;
+            let _ = self.registry.register(
+                &mut s.socket,
+                Token(RELAY_BASE + slot as usize),
+                Interest::READABLE,
+            );
+        }
     }
 
     fn add(&mut self, socket: UdpSocket, v6: bool) -> io::Result<RelayId> {
@@ -133,18 +257,30 @@ impl RelayTable {
             Some(id) => id,
             None => {
                 self.sockets.push(None);
+                self.generations.push(0);
                 (self.sockets.len() - 1) as u32
             }
         };
-        if let Err(e) = self.registry.register(
-            &mut socket,
-            Token(RELAY_BASE + id as usize),
-            Interest::READABLE,
-        ) {
-            self.free.push(id);
-            return Err(e);
+        let generation = self.generations[id as usize];
+        let on_ring = self
+            .ring
+            .as_mut()
+            .is_some_and(|r| r.arm(socket.as_raw_fd(), id, generation).is_ok());
+        if !on_ring {
+            if let Err(e) = self.registry.register(
+                &mut socket,
+                Token(RELAY_BASE + id as usize),
+                Interest::READABLE,
+            ) {
+                self.free.push(id);
+                return Err(e);
+            }
         }
-        self.sockets[id as usize] = Some((socket, v6));
+        self.sockets[id as usize] = Some(RelaySock {
+            socket,
+            v6,
+            on_ring,
+        });
         Ok(RelayId(id))
     }
 
@@ -205,6 +341,7 @@ impl RelayTable {
             Some(id) => id,
             None => {
                 self.sockets.push(None);
+                self.generations.push(0);
                 (self.sockets.len() - 1) as u32
             }
         };
@@ -282,8 +419,17 @@ impl Relays for RelayTable {
         let Some(slot) = self.sockets.get_mut(relay.0 as usize) else {
             return;
         };
-        if let Some((mut sock, _)) = slot.take() {
-            let _ = self.registry.deregister(&mut sock);
+        if let Some(mut s) = slot.take() {
+            let generation = &mut self.generations[relay.0 as usize];
+            if s.on_ring {
+                // The kernel holds the socket until the receive is cancelled.
+                if let Some(ring) = &mut self.ring {
+                    ring.cancel(relay.0, *generation);
+                }
+            } else {
+                let _ = self.registry.deregister(&mut s.socket);
+            }
+            *generation = generation.wrapping_add(1) & 0x00ff_ffff;
             self.free.push(relay.0);
         }
     }

@@ -51,6 +51,8 @@ pub struct WorkerReport {
     pub clusters: Vec<ClusterCounters>,
     /// Generation of the snapshot the worker runs.
     pub generation: u64,
+    /// Whether the worker's relay sockets are on io_uring (else epoll).
+    pub io_uring: bool,
 }
 
 /// One worker's published report. Written by the worker a few times a second, read by

@@ -18,10 +18,11 @@ use super::sockopt;
 use super::stats::{ClusterCounters, ListenerCounters, StatsSlot};
 use super::stream::{CONN_BASE, Conn, STREAM_LISTENER_BASE, StreamListener};
 use super::tcp_relay::PEER_BASE;
+use super::uring::{self, RelayRing};
 use super::{canonical_client, for_socket};
 use crate::config::ListenerProtocol;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
-use crate::turn::{ClientCtx, ClientOutput, HEADROOM, Now, RelayId, Server, TransportId};
+use crate::turn::{ClientCtx, ClientOutput, HEADROOM, Now, RelayId, Server, ToClient, TransportId};
 
 /// Datagrams per `recvmmsg` on a listener socket, and batches per wakeup before other
 /// sockets get their turn.
@@ -40,7 +41,12 @@ const MAX_WAIT: Duration = Duration::from_millis(500);
 /// How often the worker publishes its counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
+/// Relay ring completions handled per loop iteration before other sockets get a turn.
+const RING_BUDGET: usize = 256;
+
 const WAKER: Token = Token(usize::MAX);
+/// The relay ring's file descriptor: readable when completions wait.
+const RING: Token = Token(usize::MAX - 1);
 
 /// Messages from the runtime to a worker.
 #[derive(Debug)]
@@ -86,6 +92,8 @@ pub struct Worker {
     pub(super) scratch: Vec<u8>,
     /// Relayed datagrams for stream clients, gathered during a relay batch.
     stream_out: StreamOut,
+    /// Whether to try io_uring for relay sockets when the loop starts.
+    want_ring: bool,
 }
 
 /// A reusable queue of (transport, bytes) pairs: one byte arena and its index, so steady
@@ -158,6 +166,7 @@ impl Worker {
             relay_rx: RecvBatch::new(RELAY_BATCH, HEADROOM + MAX_DATAGRAM + 1, HEADROOM),
             scratch: vec![0; SEND_SLOT],
             stream_out: StreamOut::default(),
+            want_ring: !RelayRing::disabled_by_env(),
         };
         for (idx, l) in snap.listeners.iter().enumerate() {
             match l.protocol {
@@ -182,16 +191,31 @@ impl Worker {
         Ok((worker, Handle { waker, stats }))
     }
 
+    /// Whether relay sockets may use io_uring (default: yes, unless
+    /// `STUNNERD_IO_URING=off`); without it, or when the kernel refuses it, they use epoll.
+    pub fn set_io_uring(&mut self, on: bool) {
+        self.want_ring = on;
+    }
+
     /// The event loop. Returns when told to stop.
     pub fn run(mut self) {
+        self.start_ring();
         let mut events = Events::with_capacity(1024);
         // Tokens whose socket still had data when its budget ran out, and this round's.
         let mut pending: Vec<Token> = Vec::with_capacity(1024);
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
         let mut next_sweep = Instant::now();
         let mut next_publish = Instant::now();
+        let mut ring_more = false;
         loop {
-            let timeout = if pending.is_empty() {
+            let idle = pending.is_empty()
+                && !ring_more
+                && !self
+                    .relays
+                    .ring
+                    .as_mut()
+                    .is_some_and(|r| r.has_completions());
+            let timeout = if idle {
                 let now = Instant::now();
                 let next = self
                     .server
@@ -203,10 +227,12 @@ impl Worker {
                 Some(Duration::ZERO)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
+                // Interrupted also means ring completions arrived while we slept.
                 if e.kind() != io::ErrorKind::Interrupted {
                     warn!(target: "stunner", "worker {}: poll failed: {e}", self.index);
+                    continue;
                 }
-                continue;
+                events.clear();
             }
             let snap = Arc::clone(self.cache.load());
             let now = Now::read();
@@ -225,6 +251,8 @@ impl Worker {
                     if self.drain_control() {
                         return;
                     }
+                    false
+                } else if token == RING {
                     false
                 } else if token.0 >= PEER_BASE {
                     self.service_peer(now, token.0 - PEER_BASE)
@@ -248,6 +276,7 @@ impl Worker {
                     pending.push(token);
                 }
             }
+            ring_more = self.drain_ring(now, &snap);
             self.flush();
             self.server.handle_timeout(now, &mut self.relays);
             self.drain_outbox();
@@ -262,7 +291,36 @@ impl Worker {
                 self.publish(&snap);
                 next_publish = now.mono + PUBLISH_EVERY;
             }
+            // Re-armed receives, cancels of closed relays.
+            self.relays.submit();
         }
+    }
+
+    /// Move relay sockets to io_uring when the kernel allows it (see `uring.rs`). Called on
+    /// the worker's own thread, which must be the one that submits.
+    fn start_ring(&mut self) {
+        if !self.want_ring {
+            info!(target: "stunner", "worker {}: io_uring off, relay sockets on epoll", self.index);
+            return;
+        }
+        let ring = match RelayRing::new() {
+            Ok(ring) => ring,
+            Err(e) => {
+                info!(target: "stunner", "worker {}: io_uring unavailable ({e}), relay sockets on epoll", self.index);
+                return;
+            }
+        };
+        let fd = ring.fd();
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut mio::unix::SourceFd(&fd), RING, Interest::READABLE)
+        {
+            info!(target: "stunner", "worker {}: io_uring not pollable ({e}), relay sockets on epoll", self.index);
+            return;
+        }
+        debug!(target: "stunner", "worker {}: relay sockets on io_uring", self.index);
+        self.relays.ring = Some(ring);
     }
 
     /// Returns true when the worker must stop.
@@ -409,12 +467,14 @@ impl Worker {
             dtls_listeners,
             server,
             stats,
+            relays,
             ..
         } = self;
         stats.publish(|r| {
             r.allocations = server.allocation_count() as u64;
             r.core = *server.stats();
             r.generation = snap.generation;
+            r.io_uring = relays.ring.is_some();
             r.listeners.clear();
             for l in listeners.iter().flatten() {
                 match r.listeners.iter_mut().find(|c| c.name == l.name) {
@@ -527,13 +587,11 @@ impl Worker {
                         relay,
                         peer,
                         payload,
-                    } => {
-                        if let Some((sock, v6)) = relays.get(relay) {
-                            let _ = sock.send_to(payload, for_socket(peer, v6));
-                        }
-                    }
+                    } => relays.send_from(relay, payload, peer),
                 }
             }
+            // The queued sends read their payloads from `rx`: submit before it refills.
+            relays.submit();
             l.counters.kernel_rx_drops = u64::from(rx.kernel_drops());
             if n < rx.capacity() {
                 return false;
@@ -542,7 +600,7 @@ impl Worker {
         true
     }
 
-    /// Handle one batch from a relay socket; true if more may wait.
+    /// Handle one batch from a relay socket on epoll; true if more may wait.
     fn drain_relay(&mut self, now: Now, snap: &Snapshot, relay: RelayId) -> bool {
         let Worker {
             listeners,
@@ -568,37 +626,52 @@ impl Worker {
                 continue;
             }
             let peer = canonical_client(from);
-            let Ok(to) = server.handle_peer(now, snap, relay, peer, slot, len, scratch) else {
-                continue;
-            };
-            if to.transport.0 as usize >= CONN_BASE {
-                // Stream clients are served after the loop, outside these borrows.
-                stream_out.push(to.transport, to.bytes);
-                continue;
-            }
-            if let Some(Some(l)) = listeners.get_mut(to.transport.0 as usize) {
-                if l.tx.is_full() {
-                    l.counters.tx_drops += l.tx.flush(l.socket.as_raw_fd()) as u64;
-                }
-                if l.tx.push_copy(to.bytes, for_socket(to.client, l.v6)) {
-                    l.counters.tx_packets += 1;
-                    l.counters.tx_bytes += to.bytes.len() as u64;
-                }
+            if let Ok(to) = server.handle_peer(now, snap, relay, peer, slot, len, scratch) {
+                deliver(listeners, stream_out, to);
             }
         }
-        if !self.stream_out.is_empty() {
-            let mut out = std::mem::take(&mut self.stream_out);
-            for (transport, bytes) in out.iter() {
-                if transport.0 as usize >= DTLS_SESSION_BASE {
-                    self.send_to_session(transport, bytes);
-                } else {
-                    self.send_to_conn(transport, bytes);
-                }
-            }
-            out.clear();
-            self.stream_out = out;
-        }
+        self.flush_stream_out();
         n == self.relay_rx.capacity()
+    }
+
+    /// Handle up to [`RING_BUDGET`] completions of the relay ring; true if more may wait.
+    fn drain_ring(&mut self, now: Now, snap: &Snapshot) -> bool {
+        let Worker {
+            listeners,
+            server,
+            relays,
+            scratch,
+            stream_out,
+            ..
+        } = self;
+        let more = relays.drain_ring(RING_BUDGET, |relay, from, buf, len| {
+            let peer = canonical_client(from);
+            let Some(frame) = buf.get_mut(uring::PAYLOAD_AT - HEADROOM..) else {
+                return;
+            };
+            if let Ok(to) = server.handle_peer(now, snap, relay, peer, frame, len, scratch) {
+                deliver(listeners, stream_out, to);
+            }
+        });
+        self.flush_stream_out();
+        more
+    }
+
+    /// Send the relayed datagrams gathered for stream and DTLS clients.
+    fn flush_stream_out(&mut self) {
+        if self.stream_out.is_empty() {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.stream_out);
+        for (transport, bytes) in out.iter() {
+            if transport.0 as usize >= DTLS_SESSION_BASE {
+                self.send_to_session(transport, bytes);
+            } else {
+                self.send_to_conn(transport, bytes);
+            }
+        }
+        out.clear();
+        self.stream_out = out;
     }
 
     /// The index of listener socket `index` in `snap`, re-resolved by name when the
@@ -609,5 +682,24 @@ impl Worker {
             l.at = (snap.generation, snap.listener(&l.name).map(|(i, _)| i));
         }
         l.at.1
+    }
+}
+
+/// Queue a relayed datagram for its client: into the listener's send batch for UDP
+/// clients, into `stream_out` for stream and DTLS clients.
+fn deliver(listeners: &mut [Option<ListenerSock>], stream_out: &mut StreamOut, to: ToClient<'_>) {
+    if to.transport.0 as usize >= CONN_BASE {
+        // Stream clients are served after the batch, outside the caller's borrows.
+        stream_out.push(to.transport, to.bytes);
+        return;
+    }
+    if let Some(Some(l)) = listeners.get_mut(to.transport.0 as usize) {
+        if l.tx.is_full() {
+            l.counters.tx_drops += l.tx.flush(l.socket.as_raw_fd()) as u64;
+        }
+        if l.tx.push_copy(to.bytes, for_socket(to.client, l.v6)) {
+            l.counters.tx_packets += 1;
+            l.counters.tx_bytes += to.bytes.len() as u64;
+        }
     }
 }

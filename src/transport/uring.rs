@@ -1,0 +1,505 @@
+//! io_uring for the relay side of the UDP data path (Linux 6.0 and later).
+//!
+//! On this path nearly all of a relayed packet's cost is the kernel's, and with one socket
+//! per allocation the epoll path pays, per packet, a `sendto` towards the peer and an epoll
+//! event plus a `recvmmsg` for the answer. Here instead:
+//!
+//! - every relay socket has one multishot `RecvMsg` armed on it, receiving into a ring of
+//!   buffers shared by the worker's relay sockets (no epoll item, no receive syscall per
+//!   packet: the kernel completes the receives while the worker is in any syscall);
+//! - the sends towards peers that one listener batch produces go to the kernel as one
+//!   submission (`io_uring_enter`) instead of one `sendto` each.
+//!
+//! Listener sockets keep `recvmmsg`/`sendmmsg` (already batched). When io_uring is refused
+//! (old kernel, a seccomp profile such as the container runtimes' defaults, or
+//! `STUNNERD_IO_URING=off`), the worker keeps every relay socket on epoll instead.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+/// Buffer group id of the relay receive buffers.
+const BGID: u16 = 0;
+/// Receive buffers per worker (a power of two). A buffer goes back to the kernel as soon
+/// as its datagram has been handled, so this bounds packets in flight inside one loop
+/// iteration, not per allocation.
+const BUFS: u16 = 256;
+/// Size of one receive buffer: the kernel's `io_uring_recvmsg_out` header, the source
+/// address, then the datagram.
+const BUF_SIZE: usize = 4160;
+/// `struct io_uring_recvmsg_out`: namelen, controllen, payloadlen, flags (u32 each).
+const OUT_HDR: usize = 16;
+/// Room for the source address: a `sockaddr_in6`.
+const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+/// Where the datagram starts in a receive buffer.
+pub const PAYLOAD_AT: usize = OUT_HDR + NAME_LEN;
+/// Largest datagram a receive buffer holds; longer ones are dropped as truncated.
+pub const MAX_PAYLOAD: usize = BUF_SIZE - PAYLOAD_AT;
+/// Sends queued before a submission is forced.
+const SEND_SLOTS: usize = 64;
+const SQ_ENTRIES: u32 = 256;
+const CQ_ENTRIES: u32 = 4096;
+
+/// What a completion belongs to (the top byte of its user data).
+const KIND_RECV: u64 = 1 << 56;
+const KIND_SEND: u64 = 2 << 56;
+const KIND_CANCEL: u64 = 3 << 56;
+const KIND_MASK: u64 = 0xff << 56;
+
+/// The user data of a relay socket's receive: kind, generation and relay slot.
+fn recv_data(slot: u32, generation: u32) -> u64 {
+    KIND_RECV | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(slot)
+}
+
+/// A completed event of the ring.
+pub enum Completion<'a> {
+    /// A datagram for relay `slot` (of receive `generation`) from `from`; the payload is
+    /// `buf[PAYLOAD_AT..PAYLOAD_AT + len]` and the bytes before it are free to overwrite.
+    Datagram {
+        slot: u32,
+        generation: u32,
+        from: SocketAddr,
+        buf: &'a mut [u8],
+        len: usize,
+    },
+    /// The receive of relay `slot` stopped (`error` is the negated errno, 0 if the kernel
+    /// just ended it); re-arm it if the relay still lives and the error is transient.
+    Stopped {
+        slot: u32,
+        generation: u32,
+        error: i32,
+    },
+    /// Anything else (a failed send, a cancel's result, a truncated datagram).
+    Other,
+}
+
+/// The ring of one worker. Owned and used by the worker's thread only.
+pub struct RelayRing {
+    ring: IoUring,
+    /// The buffer ring (BUFS entries) and the buffers, each in its own anonymous mapping.
+    entries: Mapping,
+    buffers: Mapping,
+    /// Our copy of the buffer ring's tail.
+    tail: u16,
+    /// The `msghdr` the multishot receives take their name and control sizes from.
+    template: Box<libc::msghdr>,
+    sends: Box<[SendSlot]>,
+    queued_sends: usize,
+    /// Submission entries pushed since the last submit.
+    unsubmitted: usize,
+    /// Set when the buffer ring could not be unregistered: then its memory is never unmapped.
+    leak_buffers: bool,
+}
+
+// SAFETY: the raw pointers in a RelayRing point into memory it owns (its mappings, its
+// boxed send slots and template); it is used by one thread at a time (a worker, which is
+// built on the runtime thread and then moved to its own).
+unsafe impl Send for RelayRing {}
+
+/// One send in flight: its header, payload vector and destination.
+struct SendSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: libc::sockaddr_in6,
+}
+
+/// An anonymous private mapping, unmapped on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: an anonymous private mapping at an address the kernel picks aliases
+        // nothing; the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly one mapping made by `Mapping::new`, and nothing
+        // refers to it any more (see `RelayRing::drop` for the kernel's side).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+impl RelayRing {
+    /// Whether io_uring was turned off by the operator (`STUNNERD_IO_URING=off|0|false`).
+    pub fn disabled_by_env() -> bool {
+        std::env::var("STUNNERD_IO_URING")
+            .map(|v| {
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "off" | "0" | "false" | "no"
+                )
+            })
+            .unwrap_or(false)
+    }
+
+    /// Set up the ring and its buffers, and check with a datagram over a socket pair that
+    /// the kernel does multishot receives into provided buffers and skips successful send
+    /// completions. Any failure means "use epoll".
+    pub fn new() -> io::Result<RelayRing> {
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_coop_taskrun()
+            .build(SQ_ENTRIES)?;
+        if !ring.params().is_feature_nodrop() || !ring.params().is_feature_skip_cqe_on_success() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "kernel io_uring lacks NODROP or CQE_SKIP_SUCCESS",
+            ));
+        }
+        let entries = Mapping::new(usize::from(BUFS) * std::mem::size_of::<BufRingEntry>())?;
+        let buffers = Mapping::new(usize::from(BUFS) * BUF_SIZE)?;
+        // SAFETY: `entries` is a page-aligned mapping of BUFS ring entries that lives as
+        // long as the ring (dropped after it, and only once the kernel gave it back).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries.ptr as u64, BUFS, BGID, 0)?;
+        }
+        // SAFETY: msghdr is a plain C struct; all-zero is a valid value.
+        let mut template: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        template.msg_namelen = NAME_LEN as u32;
+        let sends = (0..SEND_SLOTS)
+            .map(|_| SendSlot {
+                // SAFETY: plain C structs; all-zero is a valid value for each.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                // SAFETY: as above.
+                addr: unsafe { std::mem::zeroed() },
+            })
+            .collect();
+        let mut me = RelayRing {
+            ring,
+            entries,
+            buffers,
+            tail: 0,
+            template,
+            sends,
+            queued_sends: 0,
+            unsubmitted: 0,
+            leak_buffers: false,
+        };
+        for bid in 0..BUFS {
+            me.recycle(bid);
+        }
+        me.self_test()?;
+        Ok(me)
+    }
+
+    /// A datagram through a socket pair must arrive as a multishot completion in a
+    /// provided buffer.
+    fn self_test(&mut self) -> io::Result<()> {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair()?;
+        const PROBE: u64 = KIND_RECV | 0x00ff_ffff_ffff_ffff;
+        self.arm_raw(b.as_raw_fd(), PROBE)?;
+        self.submit()?;
+        a.send(b"stunnerd")?;
+        let timeout = types::Timespec::new().nsec(200_000_000);
+        let args = types::SubmitArgs::new().timespec(&timeout);
+        let _ = self.ring.submitter().submit_with_args(1, &args);
+        let cqe = self.ring.completion().next();
+        let ok = match cqe {
+            Some(c) => {
+                let bid = cqueue::buffer_select(c.flags());
+                if let Some(bid) = bid {
+                    self.recycle(bid);
+                }
+                c.user_data() == PROBE && c.result() > 0 && bid.is_some()
+            }
+            None => false,
+        };
+        // Stop the probe's receive before the socket pair goes away, and collect its
+        // final completion.
+        self.push(
+            &opcode::AsyncCancel::new(PROBE)
+                .build()
+                .user_data(KIND_CANCEL),
+        )?;
+        let _ = self.ring.submitter().submit_with_args(2, &args);
+        let done: Vec<u32> = self.ring.completion().map(|c| c.flags()).collect();
+        for flags in done {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                self.recycle(bid);
+            }
+        }
+        self.unsubmitted = 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "kernel io_uring lacks multishot receives into provided buffers",
+            ))
+        }
+    }
+
+    /// The ring's file descriptor, readable when completions wait.
+    pub fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        if self.ring.submission().is_full() {
+            self.submit()?;
+        }
+        // SAFETY: every pointer in our entries (receive template, send slots) stays valid
+        // until the kernel has copied it, which happens during the submitting
+        // io_uring_enter (see `send`).
+        unsafe { self.ring.submission().push(entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        self.unsubmitted += 1;
+        Ok(())
+    }
+
+    fn arm_raw(&mut self, fd: RawFd, data: u64) -> io::Result<()> {
+        let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.template, BGID)
+            .build()
+            .user_data(data);
+        self.push(&entry)
+    }
+
+    /// Start the receive of relay `slot` on socket `fd`.
+    pub fn arm(&mut self, fd: RawFd, slot: u32, generation: u32) -> io::Result<()> {
+        self.arm_raw(fd, recv_data(slot, generation))
+    }
+
+    /// Stop the receive of relay `slot` (its socket is being closed).
+    pub fn cancel(&mut self, slot: u32, generation: u32) {
+        let entry = opcode::AsyncCancel::new(recv_data(slot, generation))
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(KIND_CANCEL);
+        let _ = self.push(&entry);
+    }
+
+    /// Queue a datagram to `to` from relay socket `fd`. The payload must stay untouched
+    /// until the next [`RelayRing::submit`].
+    pub fn send(&mut self, fd: RawFd, payload: &[u8], to: SocketAddr) -> io::Result<()> {
+        if self.queued_sends == SEND_SLOTS {
+            self.submit()?;
+        }
+        let slot = &mut self.sends[self.queued_sends];
+        let namelen = write_sockaddr(&mut slot.addr, to);
+        slot.iov.iov_base = payload.as_ptr().cast_mut().cast();
+        slot.iov.iov_len = payload.len();
+        slot.hdr.msg_name = (&raw mut slot.addr).cast();
+        slot.hdr.msg_namelen = namelen;
+        slot.hdr.msg_iov = &raw mut slot.iov;
+        slot.hdr.msg_iovlen = 1;
+        // MSG_DONTWAIT: a send that cannot complete at once fails (EAGAIN, counted as a
+        // drop like a full socket buffer on the epoll path) instead of being retried
+        // later by the kernel, so the payload and this slot are read only during the
+        // submitting io_uring_enter.
+        let entry = opcode::SendMsg::new(types::Fd(fd), &raw const slot.hdr)
+            .flags(libc::MSG_DONTWAIT as u32)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(KIND_SEND);
+        self.queued_sends += 1;
+        self.push(&entry)
+    }
+
+    /// Hand every queued entry to the kernel.
+    pub fn submit(&mut self) -> io::Result<()> {
+        if self.unsubmitted == 0 {
+            return Ok(());
+        }
+        let res = loop {
+            match self.ring.submit() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.unsubmitted = 0;
+        self.queued_sends = 0;
+        res.map(drop)
+    }
+
+    /// Whether completions wait.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Take the next completion and pass it to `f` (twice for a datagram that ends its
+    /// receive: the datagram, then the stop); a buffer goes back to the kernel when `f`
+    /// returns. Returns false when none was waiting.
+    pub fn next(&mut self, mut f: impl FnMut(Completion<'_>)) -> bool {
+        let Some(cqe) = self.ring.completion().next() else {
+            return false;
+        };
+        let data = cqe.user_data();
+        let result = cqe.result();
+        let flags = cqe.flags();
+        let bid = cqueue::buffer_select(flags);
+        if data & KIND_MASK != KIND_RECV {
+            f(Completion::Other);
+            return true;
+        }
+        let slot = (data & 0xffff_ffff) as u32;
+        let generation = ((data >> 32) & 0x00ff_ffff) as u32;
+        if let Some(bid) = bid.filter(|_| result > 0) {
+            let len = (result as usize).min(BUF_SIZE);
+            // SAFETY: the kernel handed buffer `bid` (< BUFS) to us with this completion
+            // and does not touch it again until `recycle` puts it back in the ring; no
+            // other reference to it exists meanwhile.
+            let buf = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.buffers.ptr.add(usize::from(bid % BUFS) * BUF_SIZE),
+                    BUF_SIZE,
+                )
+            };
+            match parse(&buf[..len]) {
+                Some((from, payload_len)) => f(Completion::Datagram {
+                    slot,
+                    generation,
+                    from,
+                    buf,
+                    len: payload_len,
+                }),
+                None => f(Completion::Other),
+            }
+            self.recycle(bid);
+        } else if let Some(bid) = bid {
+            self.recycle(bid);
+        }
+        if !cqueue::more(flags) {
+            f(Completion::Stopped {
+                slot,
+                generation,
+                error: result.min(0),
+            });
+        }
+        true
+    }
+
+    /// Give buffer `bid` back to the kernel.
+    fn recycle(&mut self, bid: u16) {
+        let bid = bid % BUFS;
+        let index = usize::from(self.tail & (BUFS - 1));
+        // SAFETY: `index` < BUFS, so the entry is inside the `entries` mapping; the kernel
+        // reads entries only between its head and the tail we publish below, and this one
+        // is past that tail.
+        let entry = unsafe { &mut *self.entries.ptr.cast::<BufRingEntry>().add(index) };
+        // SAFETY: `bid` < BUFS, so this is the start of one buffer inside `buffers`.
+        entry.set_addr(unsafe { self.buffers.ptr.add(usize::from(bid) * BUF_SIZE) } as u64);
+        entry.set_len(BUF_SIZE as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the 16-bit field of the first ring entry the kernel reads
+        // with acquire semantics; it is 2-byte aligned inside a page-aligned mapping, so
+        // it can be accessed as an atomic.
+        let tail = unsafe {
+            &*(BufRingEntry::tail(self.entries.ptr.cast::<BufRingEntry>()) as *const AtomicU16)
+        };
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for RelayRing {
+    fn drop(&mut self) {
+        // Once the buffer ring is unregistered the kernel cannot pick a buffer from it, so
+        // the mappings may go. If that fails, keep them mapped for the process's life.
+        if self.ring.submitter().unregister_buf_ring(BGID).is_err() {
+            self.leak_buffers = true;
+        }
+        if self.leak_buffers {
+            std::mem::forget(std::mem::replace(
+                &mut self.buffers,
+                Mapping {
+                    ptr: std::ptr::null_mut(),
+                    len: 0,
+                },
+            ));
+        }
+    }
+}
+
+/// Write `to` into a `sockaddr_in6`-sized buffer; returns its length.
+fn write_sockaddr(out: &mut libc::sockaddr_in6, to: SocketAddr) -> u32 {
+    match to {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in (16 bytes) fits in sockaddr_in6 (28 bytes); both are
+            // plain C structs and the write is unaligned-safe.
+            unsafe { std::ptr::write_unaligned((out as *mut libc::sockaddr_in6).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as u32
+        }
+        SocketAddr::V6(v6) => {
+            *out = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            NAME_LEN as u32
+        }
+    }
+}
+
+/// The source address and payload length of a received buffer, or None when the datagram
+/// was truncated or the address is not IP.
+fn parse(buf: &[u8]) -> Option<(SocketAddr, usize)> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+    };
+    let namelen = word(0)? as usize;
+    let payload_len = word(8)? as usize;
+    let flags = word(12)?;
+    if flags & (libc::MSG_TRUNC as u32) != 0 || payload_len > MAX_PAYLOAD {
+        return None;
+    }
+    let name = buf.get(OUT_HDR..OUT_HDR + namelen.min(NAME_LEN))?;
+    let family = u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    let from = match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_ne_bytes(name.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope))
+        }
+        _ => return None,
+    };
+    Some((from, payload_len))
+}
