@@ -319,7 +319,7 @@ impl Worker {
             info!(target: "stunner", "worker {}: io_uring not pollable ({e}), relay sockets on epoll", self.index);
             return;
         }
-        debug!(target: "stunner", "worker {}: relay sockets on io_uring", self.index);
+        info!(target: "stunner", "worker {}: relay sockets on io_uring", self.index);
         self.relays.ring = Some(ring);
     }
 

@@ -302,7 +302,9 @@ impl RelayRing {
     /// Queue a datagram to `to` from relay socket `fd`. The payload must stay untouched
     /// until the next [`RelayRing::submit`].
     pub fn send(&mut self, fd: RawFd, payload: &[u8], to: SocketAddr) -> io::Result<()> {
-        if self.queued_sends == SEND_SLOTS {
+        // Make room first: a slot must not be refilled while an entry pointing at it
+        // still waits in the submission queue.
+        if self.queued_sends == SEND_SLOTS || self.ring.submission().is_full() {
             self.submit()?;
         }
         let slot = &mut self.sends[self.queued_sends];
@@ -313,10 +315,9 @@ impl RelayRing {
         slot.hdr.msg_namelen = namelen;
         slot.hdr.msg_iov = &raw mut slot.iov;
         slot.hdr.msg_iovlen = 1;
-        // MSG_DONTWAIT: a send that cannot complete at once fails (EAGAIN, counted as a
-        // drop like a full socket buffer on the epoll path) instead of being retried
-        // later by the kernel, so the payload and this slot are read only during the
-        // submitting io_uring_enter.
+        // MSG_DONTWAIT: a send that cannot complete at once fails (EAGAIN, like a full
+        // socket buffer on the epoll path) instead of being retried later by the kernel,
+        // so the payload and this slot are read only during the submitting io_uring_enter.
         let entry = opcode::SendMsg::new(types::Fd(fd), &raw const slot.hdr)
             .flags(libc::MSG_DONTWAIT as u32)
             .build()
@@ -326,20 +327,27 @@ impl RelayRing {
         self.push(&entry)
     }
 
-    /// Hand every queued entry to the kernel.
+    /// Hand every queued entry to the kernel. Returns once the submission queue is empty
+    /// (the kernel may take it in parts), so send slots can be reused.
     pub fn submit(&mut self) -> io::Result<()> {
         if self.unsubmitted == 0 {
             return Ok(());
         }
-        let res = loop {
-            match self.ring.submit() {
+        let mut res = Ok(());
+        for _ in 0..16 {
+            res = self.ring.submit().map(drop);
+            match &res {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+                Err(_) => break,
+                Ok(()) if self.ring.submission().is_empty() => break,
+                Ok(()) => {}
             }
-        };
-        self.unsubmitted = 0;
-        self.queued_sends = 0;
-        res.map(drop)
+        }
+        if self.ring.submission().is_empty() {
+            self.unsubmitted = 0;
+            self.queued_sends = 0;
+        }
+        res
     }
 
     /// Whether completions wait.
@@ -502,4 +510,141 @@ fn parse(buf: &[u8]) -> Option<(SocketAddr, usize)> {
         _ => return None,
     };
     Some((from, payload_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    fn ring() -> Option<RelayRing> {
+        // Kernels or sandboxes without io_uring run the epoll path; nothing to test here.
+        RelayRing::new().ok()
+    }
+
+    /// Collect datagrams until `want` arrived or 2 s passed, re-arming the receive on
+    /// `fd` when it stops for want of buffers (as the worker does).
+    fn collect(r: &mut RelayRing, fd: RawFd, want: usize) -> Vec<(u32, u32, SocketAddr, Vec<u8>)> {
+        let mut got = Vec::new();
+        let mut rearms = 0;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < want && Instant::now() < deadline {
+            r.submit().unwrap();
+            let _ = r.ring.submitter().submit_and_wait(0);
+            let mut stopped = None;
+            while r.next(|c| match c {
+                Completion::Datagram {
+                    slot,
+                    generation,
+                    from,
+                    buf,
+                    len,
+                } => got.push((
+                    slot,
+                    generation,
+                    from,
+                    buf[PAYLOAD_AT..PAYLOAD_AT + len].to_vec(),
+                )),
+                Completion::Stopped {
+                    slot,
+                    generation,
+                    error,
+                } => stopped = Some((slot, generation, error)),
+                Completion::Other => {}
+            }) {}
+            if let Some((slot, generation, error)) = stopped {
+                assert!(error == -libc::ENOBUFS || error == 0, "stopped: {error}");
+                r.arm(fd, slot, generation).unwrap();
+                rearms += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(rearms < 50, "re-armed {rearms} times");
+        got
+    }
+
+    #[test]
+    fn sends_more_than_one_batch_of_slots_and_receives_them_in_order() {
+        let Some(mut r) = ring() else { return };
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = peer.local_addr().unwrap();
+        // More sends than slots before one submit: each must carry its own payload.
+        let payloads: Vec<Vec<u8>> = (0..(SEND_SLOTS * 2 + 5) as u32)
+            .map(|i| i.to_be_bytes().repeat(3))
+            .collect();
+        for p in &payloads {
+            r.send(relay.as_raw_fd(), p, to).unwrap();
+        }
+        r.submit().unwrap();
+        let mut buf = [0u8; 64];
+        for p in &payloads {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&p[..], relay.local_addr().unwrap()));
+        }
+
+        // The way back: a multishot receive reports every datagram with its source.
+        r.arm(relay.as_raw_fd(), 7, 3).unwrap();
+        r.submit().unwrap();
+        for i in 0..300u32 {
+            peer.send_to(&i.to_be_bytes(), relay.local_addr().unwrap())
+                .unwrap();
+        }
+        let got = collect(&mut r, relay.as_raw_fd(), 300);
+        assert_eq!(
+            got.len(),
+            300,
+            "more datagrams than buffers: all delivered, in order"
+        );
+        for (i, (slot, generation, from, data)) in got.iter().enumerate() {
+            assert_eq!((*slot, *generation, *from), (7, 3, to));
+            assert_eq!(data[..], (i as u32).to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn a_cancelled_receive_stops_and_frees_the_port() {
+        let Some(mut r) = ring() else { return };
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = relay.local_addr().unwrap();
+        r.arm(relay.as_raw_fd(), 1, 0).unwrap();
+        r.submit().unwrap();
+        drop(relay);
+        r.cancel(1, 0);
+        r.submit().unwrap();
+        // The kernel's reference to the socket goes with the receive: the port is free.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut stopped = false;
+        while !stopped && Instant::now() < deadline {
+            let _ = r.ring.submitter().submit_and_wait(0);
+            while r.next(|c| {
+                if let Completion::Stopped { slot: 1, error, .. } = c {
+                    assert_eq!(error, -libc::ECANCELED);
+                    stopped = true;
+                }
+            }) {}
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(stopped, "the receive reported its end");
+        UdpSocket::bind(addr).expect("port released after the cancel");
+    }
+
+    #[test]
+    fn parse_rejects_truncated_and_non_ip_sources() {
+        let mut buf = vec![0u8; PAYLOAD_AT + 4];
+        buf[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        buf[8..12].copy_from_slice(&4u32.to_ne_bytes());
+        buf[OUT_HDR..OUT_HDR + 2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        buf[OUT_HDR + 2..OUT_HDR + 4].copy_from_slice(&3478u16.to_be_bytes());
+        buf[OUT_HDR + 4..OUT_HDR + 8].copy_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(parse(&buf), Some(("10.0.0.1:3478".parse().unwrap(), 4)));
+        buf[12..16].copy_from_slice(&(libc::MSG_TRUNC as u32).to_ne_bytes());
+        assert_eq!(parse(&buf), None);
+        buf[12..16].copy_from_slice(&0u32.to_ne_bytes());
+        buf[OUT_HDR..OUT_HDR + 2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(parse(&buf), None);
+        assert_eq!(parse(&buf[..10]), None);
+    }
 }
