@@ -96,6 +96,30 @@ fn scenario_two_workers(kind: ServerKind, flags: &[&str]) {
     report.assert_all_echoed(16 * n, &server.log());
 }
 
+/// The same through relay sockets on epoll (the path of kernels and seccomp profiles
+/// without io_uring), with and without RTCP allocations.
+#[test]
+fn stunnerd_uclient_two_workers_epoll() {
+    let mut server = start_server(
+        ServerSpec::new(ServerKind::Stunnerd)
+            .udp_threads(2)
+            .env("STUNNERD_IO_URING", "off"),
+    );
+    let n = 20;
+    for flags in [&["-c"][..], &[][..]] {
+        let report = uclient_through(&server, 16, n, flags);
+        server.proc.assert_running("after uclient");
+        report.assert_all_echoed(16 * n, &server.log());
+    }
+    let log = server.log();
+    assert!(
+        log.contains("worker 0: io_uring off, relay sockets on epoll")
+            && log.contains("worker 1: io_uring off, relay sockets on epoll"),
+        "both workers on epoll\n{}",
+        tail(&log, 20)
+    );
+}
+
 /// A server whose clusters do not admit the 127.0.0.1 peer: nothing may come back.
 fn assert_peer_refused(kind: ServerKind, clusters: &[&str]) {
     let mut server = start_server(ServerSpec::new(kind).clusters(clusters));

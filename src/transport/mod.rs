@@ -4,8 +4,9 @@
 //! sockets its core opens, and its [`crate::turn::Server`]. The kernel hashes each client's
 //! 4-tuple onto one listener socket of the group, so a client stays on its worker.
 //!
-//! This is the only module allowed `unsafe` (socket options the safe crates lack), each
-//! block with a SAFETY comment.
+//! This is the only module allowed `unsafe` (socket options the safe crates lack, batched
+//! datagram syscalls, io_uring buffer rings, the DTLS listen call), each block with a
+//! SAFETY comment.
 
 #![allow(unsafe_code)]
 

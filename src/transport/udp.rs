@@ -1,5 +1,7 @@
 //! The UDP worker: one thread, one mio poll, its listener sockets, its relay sockets and
-//! its TURN core.
+//! its TURN core. Listener sockets are read with `recvmmsg` and answered with one
+//! `sendmmsg` per wakeup; relay sockets run on the worker's io_uring (`uring.rs`) or, where
+//! the kernel refuses it, on the same mio poll.
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -632,6 +632,8 @@ pub struct ServerSpec {
     pub udp_threads: u32,
     /// Extra command-line arguments.
     pub extra_args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerSpec {
@@ -642,7 +644,12 @@ impl ServerSpec {
             clusters: vec!["127.0.0.1/32".into()],
             udp_threads: 0,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
+    }
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
     pub fn auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
@@ -755,6 +762,7 @@ pub fn start_server(spec: ServerSpec) -> Server {
                 cmd.arg(format!("--udp-thread-num={}", spec.udp_threads));
             }
             cmd.args(&spec.extra_args);
+            cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
             (
                 Proc::spawn(&format!("stunnerd:{port}"), cmd),
                 Some(config),
