@@ -191,23 +191,7 @@ impl Server {
             }
         }
         for &k in &refused {
-            let Some(c) = self.peer_conns.remove(&k) else {
-                continue;
-            };
-            relays.close_peer(ConnectionId(k));
-            if let State::Connecting {
-                control,
-                tid,
-                key,
-                fingerprint,
-            } = c.state
-            {
-                let mut buf = [0u8; 128];
-                if let Ok(n) = connect_response(&mut buf, &tid, &key, fingerprint, Err(403)) {
-                    self.stats.error_responses += 1;
-                    self.outbox.push_back((control, buf[..n].to_vec()));
-                }
-            }
+            self.fail_peer_conn(k, 403, relays);
         }
         refused.len()
     }
@@ -339,22 +323,27 @@ impl Server {
             .map(|(&k, _)| k)
             .collect();
         for k in expired {
-            let Some(c) = self.peer_conns.remove(&k) else {
-                continue;
-            };
-            relays.close_peer(ConnectionId(k));
-            if let State::Connecting {
-                control,
-                tid,
-                key,
-                fingerprint,
-            } = c.state
-            {
-                let mut buf = [0u8; 128];
-                if let Ok(n) = connect_response(&mut buf, &tid, &key, fingerprint, Err(447)) {
-                    self.stats.error_responses += 1;
-                    self.outbox.push_back((control, buf[..n].to_vec()));
-                }
+            self.fail_peer_conn(k, 447, relays);
+        }
+    }
+
+    /// Close peer connection `k`; a Connect still under way gets error `code`.
+    fn fail_peer_conn(&mut self, k: u32, code: u16, relays: &mut dyn Relays) {
+        let Some(c) = self.peer_conns.remove(&k) else {
+            return;
+        };
+        relays.close_peer(ConnectionId(k));
+        if let State::Connecting {
+            control,
+            tid,
+            key,
+            fingerprint,
+        } = c.state
+        {
+            let mut buf = [0u8; 128];
+            if let Ok(n) = connect_response(&mut buf, &tid, &key, fingerprint, Err(code)) {
+                self.stats.error_responses += 1;
+                self.outbox.push_back((control, buf[..n].to_vec()));
             }
         }
     }
