@@ -2,7 +2,9 @@
 //! credentials, ChannelData and Send indications, odd payload sizes, ECDSA and RSA
 //! certificates) and aioice; TLS and DTLS listeners with a malformed or missing certificate
 //! that must not take the rest of the config down, and a DTLS listener without any
-//! certificate, which validation rejects naming it.
+//! certificate, which validation rejects naming it. Lost DTLS handshake flights: the server
+//! resends its ServerHello flight on its own retransmission timer when the client stays
+//! silent, and coturn's client gets through a proxy that loses server flights.
 
 mod common;
 
@@ -515,5 +517,341 @@ fn turn_uri_default_configuration() {
     assert!(
         connected.contains("BEGIN CERTIFICATE"),
         "no TLS handshake:\n{connected}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Lost DTLS handshake flights
+// ------------------------------------------------------------------------------------------
+
+/// DTLS record content types.
+const CCS: u8 = 20;
+const HANDSHAKE: u8 = 22;
+/// DTLS handshake message types.
+const CLIENT_HELLO: u8 = 1;
+const SERVER_HELLO: u8 = 2;
+const HELLO_VERIFY_REQUEST: u8 = 3;
+const SERVER_HELLO_DONE: u8 = 14;
+
+/// The (content type, handshake message type) of each DTLS record in a datagram; the
+/// message type is 0 for records that are not plaintext (epoch 0) handshake records.
+fn records(d: &[u8]) -> Vec<(u8, u8)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 13 <= d.len() {
+        let len = usize::from(u16::from_be_bytes([d[off + 11], d[off + 12]]));
+        let epoch0 = d[off + 3] == 0 && d[off + 4] == 0;
+        let msg = if d[off] == HANDSHAKE && epoch0 && len > 0 && off + 13 < d.len() {
+            d[off + 13]
+        } else {
+            0
+        };
+        out.push((d[off], msg));
+        off += 13 + len;
+    }
+    out
+}
+
+fn has_message(d: &[u8], msg: u8) -> bool {
+    records(d).iter().any(|&(t, m)| t == HANDSHAKE && m == msg)
+}
+
+/// Datagrams in and out of an in-memory openssl DTLS client: the test carries them, so the
+/// client sends nothing the test does not send (no retransmission of its own).
+#[derive(Default)]
+struct Pipe {
+    incoming: std::collections::VecDeque<Vec<u8>>,
+    outgoing: Vec<Vec<u8>>,
+}
+
+impl std::io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(d) = self.incoming.pop_front() else {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        };
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Pipe {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.outgoing.push(b.to_vec());
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Datagrams from `sock` until one carries `last` (included), or until `wait` has passed;
+/// with the time the last one arrived.
+fn read_flight(
+    sock: &std::net::UdpSocket,
+    last: u8,
+    wait: Duration,
+) -> (Vec<Vec<u8>>, std::time::Instant) {
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut at = std::time::Instant::now();
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            at = std::time::Instant::now();
+            out.push(buf[..n].to_vec());
+            if has_message(&buf[..n], last) {
+                break;
+            }
+        }
+    }
+    (out, at)
+}
+
+/// The server's flight of ServerHello..ServerHelloDone is lost and the client stays silent
+/// (it never retransmits): the server must resend the flight on its own DTLS retransmission
+/// timer (OpenSSL's initial timeout is 1 s), after which the handshake completes and the
+/// session answers STUN.
+#[test]
+fn dtls_server_resends_a_lost_flight_on_its_own_timer() {
+    use openssl::ssl::{Ssl, SslContext, SslMethod, SslStream};
+
+    let mut s = start(false, false);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(local(s.dtls)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let ctx = SslContext::builder(SslMethod::dtls()).unwrap().build();
+    let mut ssl = Ssl::new(&ctx).unwrap();
+    ssl.set_connect_state();
+    let mut c = SslStream::new(ssl, Pipe::default()).unwrap();
+    let send = |c: &mut SslStream<Pipe>| {
+        for d in std::mem::take(&mut c.get_mut().outgoing) {
+            sock.send(&d).unwrap();
+        }
+    };
+
+    // ClientHello, HelloVerifyRequest, ClientHello with the cookie.
+    let _ = c.do_handshake();
+    send(&mut c);
+    let (hvr, _) = read_flight(&sock, HELLO_VERIFY_REQUEST, Duration::from_secs(2));
+    assert!(
+        hvr.iter().any(|d| has_message(d, HELLO_VERIFY_REQUEST)),
+        "no HelloVerifyRequest"
+    );
+    c.get_mut().incoming.extend(hvr);
+    let _ = c.do_handshake();
+    send(&mut c);
+
+    // The server's flight up to ServerHelloDone: lost.
+    let (lost, lost_at) = read_flight(&sock, SERVER_HELLO_DONE, Duration::from_secs(2));
+    assert!(
+        lost.iter().any(|d| has_message(d, SERVER_HELLO))
+            && lost.iter().any(|d| has_message(d, SERVER_HELLO_DONE)),
+        "no ServerHello..ServerHelloDone flight: {:?}",
+        lost.iter().map(|d| records(d)).collect::<Vec<_>>()
+    );
+
+    // The client sends nothing; the server resends the whole flight by itself.
+    let (again, again_at) = read_flight(&sock, SERVER_HELLO_DONE, Duration::from_secs(4));
+    let waited = again_at.saturating_duration_since(lost_at);
+    assert!(
+        again.iter().any(|d| has_message(d, SERVER_HELLO))
+            && again.iter().any(|d| has_message(d, SERVER_HELLO_DONE)),
+        "the server did not resend its lost flight within 4 s without a client retransmission \
+         (got {:?})\n--- server log ---\n{}",
+        again.iter().map(|d| records(d)).collect::<Vec<_>>(),
+        tail(&s.server.log(), 40)
+    );
+    eprintln!("FIGURE dtls_flight_resent_after_ms={}", waited.as_millis());
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(2500),
+        "the flight came back after {waited:?}, not after the ~1 s DTLS timer"
+    );
+
+    // With the resent flight the handshake completes...
+    c.get_mut().incoming.extend(again);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    loop {
+        let done = c.do_handshake().is_ok();
+        send(&mut c);
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DTLS handshake did not complete after the resent flight"
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            c.get_mut().incoming.push_back(buf[..n].to_vec());
+        }
+    }
+
+    // ...and the session answers a STUN Binding request.
+    let (req, tid) = binding_request();
+    c.ssl_write(&req).unwrap();
+    send(&mut c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut record = [0u8; 4096];
+    let answer = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Binding response over the DTLS session"
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            c.get_mut().incoming.push_back(buf[..n].to_vec());
+        }
+        if let Ok(n) = c.ssl_read(&mut record) {
+            break record[..n].to_vec();
+        }
+    };
+    assert!(
+        answer.len() >= 20 && answer[0..2] == [0x01, 0x01] && answer[8..20] == tid,
+        "not a Binding success response for our request: {answer:?}"
+    );
+    s.server.assert_running("after the lossy handshake");
+}
+
+/// What the lossy proxy of [`lossy_dtls_proxy`] saw and did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Losses {
+    /// ServerHello datagrams from the server (first transmission and resends).
+    server_hellos: u32,
+    /// ClientHello resends dropped while the client had no ServerHello.
+    client_hellos_dropped: u32,
+    /// ChangeCipherSpec datagrams from the server.
+    server_ccs: u32,
+}
+
+/// A UDP proxy on 127.0.0.1 between DTLS clients and `server`, one upstream socket per
+/// client, that loses: the server's first ServerHello and its first ChangeCipherSpec for
+/// each client, and every ClientHello a client sends after its second (the one with the
+/// cookie) until a ServerHello got through to it, so that the server gets no client
+/// retransmission to answer. Runs until `stop` is set (at most 90 s); returns its port.
+fn lossy_dtls_proxy(
+    server: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, std::thread::JoinHandle<Losses>) {
+    use std::net::UdpSocket;
+    struct Flow {
+        up: UdpSocket,
+        hellos: u32,
+        server_hellos: u32,
+        ccs: u32,
+    }
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    front.set_nonblocking(true).unwrap();
+    let port = front.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut flows: Vec<(std::net::SocketAddr, Flow)> = Vec::new();
+        let mut losses = Losses::default();
+        let mut buf = [0u8; 4096];
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < deadline
+        {
+            let mut idle = true;
+            if let Ok((n, from)) = front.recv_from(&mut buf) {
+                idle = false;
+                if !flows.iter().any(|(a, _)| *a == from) && flows.len() < 64 {
+                    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    up.connect(server).unwrap();
+                    up.set_nonblocking(true).unwrap();
+                    flows.push((
+                        from,
+                        Flow {
+                            up,
+                            hellos: 0,
+                            server_hellos: 0,
+                            ccs: 0,
+                        },
+                    ));
+                }
+                if let Some((_, f)) = flows.iter_mut().find(|(a, _)| *a == from) {
+                    let d = &buf[..n];
+                    let mut forward = true;
+                    if has_message(d, CLIENT_HELLO) {
+                        f.hellos += 1;
+                        // A ServerHello got through once the server sent a second one.
+                        if f.hellos > 2 && f.server_hellos < 2 {
+                            forward = false;
+                            losses.client_hellos_dropped += 1;
+                        }
+                    }
+                    if forward {
+                        let _ = f.up.send(d);
+                    }
+                }
+            }
+            for (client, f) in &mut flows {
+                let Ok(n) = f.up.recv(&mut buf) else {
+                    continue;
+                };
+                idle = false;
+                let d = &buf[..n];
+                let mut forward = true;
+                if has_message(d, SERVER_HELLO) {
+                    f.server_hellos += 1;
+                    losses.server_hellos += 1;
+                    forward = f.server_hellos > 1;
+                }
+                if records(d).iter().any(|&(t, _)| t == CCS) {
+                    f.ccs += 1;
+                    losses.server_ccs += 1;
+                    forward = forward && f.ccs > 1;
+                }
+                if forward {
+                    let _ = front.send_to(d, *client);
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        losses
+    });
+    (port, handle)
+}
+
+/// coturn's client through a proxy that loses the server's first ServerHello flight (and
+/// the client's ClientHello resends, so only the server's own timer can recover it) and
+/// the server's first ChangeCipherSpec+Finished (recovered by the client resending its
+/// last flight): every handshake completes and every packet is relayed.
+#[test]
+fn uclient_over_dtls_through_a_lossy_handshake() {
+    let mut s = start(false, false);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (port, proxy) = lossy_dtls_proxy(local(s.dtls), stop.clone());
+    let peer_port = free_udp_port_pair();
+    let _peer = start_peer(peer_port);
+    let r = run_uclient([
+        "-S",
+        "-u",
+        "user",
+        "-w",
+        "pass",
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port.to_string(),
+        "-p",
+        &port.to_string(),
+        "-m",
+        "2",
+        "-n",
+        "20",
+        "-z",
+        "5",
+        "127.0.0.1",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let losses = proxy.join().unwrap();
+    eprintln!("FIGURE dtls_lossy_handshake {losses:?}");
+    s.server.assert_running("after the lossy handshakes");
+    r.assert_all_echoed(40, &s.server.log());
+    assert!(
+        losses.server_hellos >= 4 && losses.server_ccs >= 4,
+        "the proxy did not see every handshake lose and recover a flight: {losses:?}"
     );
 }

@@ -13,6 +13,14 @@
 //! are bounded per worker ([`MAX_HALF_OPEN`], the oldest gives way) and have
 //! [`HANDSHAKE_TIMEOUT`]; established sessions without an allocation close after an idle
 //! timeout, and an allocation dies with its session.
+//!
+//! A lost handshake flight is resent on OpenSSL's DTLS retransmission timer (1 s, doubling
+//! on each resend; RFC 6347 section 4.2.4), which OpenSSL does not run by itself: each
+//! session still in the handshake keeps the time its timer expires, the worker keeps the
+//! earliest of them ([`DtlsTimers`]) and its loop sleeps no longer than that, and when it
+//! has passed, `DTLSv1_handle_timeout` resends the flight on the sessions whose timer
+//! expired. The server's last flight (ChangeCipherSpec, Finished) has no timer, as the RFC
+//! says: openssl resends it when the client resends its own last flight.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -81,6 +89,16 @@ mod ffi {
         pub fn BIO_ADDR_new() -> *mut BioAddr;
         pub fn BIO_ADDR_free(a: *mut BioAddr);
     }
+
+    /// `SSL_ctrl` commands behind the `DTLSv1_get_timeout` and `DTLSv1_handle_timeout`
+    /// macros of ssl.h (OpenSSL 1.1 to 3.x), which openssl-sys does not declare.
+    /// GET_TIMEOUT fills a `struct timeval` with the time left on the handshake's
+    /// retransmission timer and returns 1, or returns 0 when no timer runs (OpenSSL 3
+    /// reports less than 15 ms left as 0). HANDLE_TIMEOUT returns 0 when the timer has not
+    /// expired, 1 when it resent the last flight (and restarted the timer, doubled), or <0
+    /// when the handshake failed (too many resends).
+    pub const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
+    pub const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
 }
 
 /// A TURN-DTLS listener socket of one worker.
@@ -103,6 +121,35 @@ pub(super) struct Session {
     stream: SslStream<Datagrams>,
     established: bool,
     deadline: Instant,
+    /// While in the handshake: when openssl's retransmission timer expires (None when it
+    /// does not run).
+    timer: Option<Instant>,
+}
+
+/// A worker's DTLS retransmission timers: its sessions still in the handshake (at most
+/// [`MAX_HALF_OPEN`]), and the earliest time one of their timers expires.
+#[derive(Default)]
+pub(super) struct DtlsTimers {
+    handshaking: Vec<usize>,
+    next: Option<Instant>,
+}
+
+impl DtlsTimers {
+    /// The earliest time a handshake's retransmission timer expires, for the worker's
+    /// poll timeout.
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.next
+    }
+
+    fn arm(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.next = Some(self.next.map_or(at, |n| n.min(at)));
+        }
+    }
+
+    fn forget(&mut self, id: usize) {
+        self.handshaking.retain(|&h| h != id);
+    }
 }
 
 /// The BIO under a session: whole datagrams in, whole datagrams out.
@@ -178,6 +225,58 @@ fn ssl_mut(stream: &mut SslStream<Datagrams>) -> &mut SslRef {
     // the exclusive borrow of the stream makes the returned reference the only one in use
     // while it lives (SslRef is an opaque FFI type: no Rust data is aliased).
     unsafe { SslRef::from_ptr_mut(stream.ssl().as_ptr()) }
+}
+
+/// Time left on the handshake's DTLS retransmission timer, or None when it does not run.
+fn dtls_timeout(stream: &SslStream<Datagrams>) -> Option<Duration> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    // SAFETY: the SSL pointer is live (owned by `stream`) and is a DTLS SSL, whose
+    // DTLS_CTRL_GET_TIMEOUT writes one `struct timeval` through `parg` and keeps no pointer
+    // to it; `tv` is a valid, exclusively borrowed timeval for the call.
+    let rc = unsafe {
+        openssl_sys::SSL_ctrl(
+            stream.ssl().as_ptr(),
+            ffi::DTLS_CTRL_GET_TIMEOUT,
+            0,
+            (&raw mut tv).cast(),
+        )
+    };
+    if rc != 1 {
+        return None;
+    }
+    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    let micros = u64::try_from(tv.tv_usec).unwrap_or(0);
+    Some(Duration::from_secs(secs) + Duration::from_micros(micros))
+}
+
+/// Run the handshake's DTLS retransmission timer at `now`: if it expired, openssl puts the
+/// last flight in the BIO's outgoing queue again and restarts the timer, doubled. Returns
+/// when the timer expires next (None when it does not run), or Err when openssl gave up on
+/// the handshake (too many resends).
+fn drive_timer(stream: &mut SslStream<Datagrams>, now: Instant) -> Result<Option<Instant>, ()> {
+    // SAFETY: the SSL pointer is live (owned by `stream`, borrowed exclusively here) and is
+    // a DTLS SSL; DTLS_CTRL_HANDLE_TIMEOUT takes no argument and writes only to the SSL's
+    // write BIO, which is the stream's `Datagrams`.
+    let rc = unsafe {
+        openssl_sys::SSL_ctrl(
+            stream.ssl().as_ptr(),
+            ffi::DTLS_CTRL_HANDLE_TIMEOUT,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        // The failure is in this thread's error queue; it must not be taken for the next
+        // session's error.
+        let _ = ErrorStack::get();
+        return Err(());
+    }
+    // The timer of a flight just resent runs for at least 2 s; the floor only keeps a timer
+    // openssl reports as expired but did not handle from spinning the loop.
+    Ok(dtls_timeout(stream).map(|left| now + left.max(Duration::from_millis(10))))
 }
 
 /// A fresh listen object for a listener context.
@@ -449,8 +548,10 @@ impl Worker {
             stream,
             established: false,
             deadline: now.mono + HANDSHAKE_TIMEOUT,
+            timer: None,
         });
         self.session_index.insert((slot, client), id);
+        self.dtls_timers.handshaking.push(id);
         Some(id)
     }
 
@@ -461,6 +562,7 @@ impl Worker {
         let Worker {
             sessions,
             dtls_listeners,
+            dtls_timers,
             server,
             relays,
             scratch,
@@ -474,13 +576,19 @@ impl Worker {
                 Ok(()) => {
                     s.established = true;
                     s.deadline = now.mono + IDLE_TIMEOUT;
+                    s.timer = None;
+                    dtls_timers.forget(id);
                     if let Some(Some(l)) = dtls_listeners.get_mut(s.listener) {
                         l.counters.handshakes = l.counters.handshakes.saturating_sub(1);
                         l.counters.connections += 1;
                         l.counters.connections_total += 1;
                     }
                 }
-                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
+                    // A flight sent (or resent) just now (re)started the timer.
+                    s.timer = dtls_timeout(&s.stream).map(|left| now.mono + left);
+                    dtls_timers.arm(s.timer);
+                }
                 Err(e) => {
                     debug!(target: "listener", "DTLS handshake with {} failed: {e}", s.client);
                     keep = false;
@@ -573,9 +681,56 @@ impl Worker {
         }
     }
 
-    /// Time out handshakes, and idle sessions without an allocation; retransmit handshake
-    /// flights openssl wants to resend.
+    /// Resend the lost flights of handshakes whose DTLS retransmission timer expired, once
+    /// the earliest of the timers is due (the worker loop calls this every iteration: it is
+    /// one comparison until then).
+    pub(super) fn run_dtls_timers(&mut self, now: Now) {
+        if self.dtls_timers.next.is_some_and(|t| t <= now.mono) {
+            self.retransmit_flights(now);
+        }
+    }
+
+    /// Run the retransmission timer of every session in the handshake whose timer expired,
+    /// send what it resent, and find the next expiry.
+    fn retransmit_flights(&mut self, now: Now) {
+        let Worker {
+            sessions,
+            dtls_listeners,
+            dtls_timers,
+            ..
+        } = self;
+        let mut next = None;
+        let mut failed = Vec::new();
+        for &id in &dtls_timers.handshaking {
+            let Some(Some(s)) = sessions.get_mut(id) else {
+                continue;
+            };
+            if s.timer.is_some_and(|t| t <= now.mono) {
+                match drive_timer(&mut s.stream, now.mono) {
+                    Ok(at) => s.timer = at,
+                    Err(()) => {
+                        debug!(target: "listener", "DTLS handshake with {}: no answer to resent flights", s.client);
+                        failed.push(id);
+                        continue;
+                    }
+                }
+                Self::send_pending(dtls_listeners, s);
+            }
+            if let Some(t) = s.timer {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        }
+        dtls_timers.next = next;
+        for id in failed {
+            self.close_session(id);
+        }
+    }
+
+    /// Time out handshakes, and idle sessions without an allocation (once a second). Lost
+    /// handshake flights are resent by [`Self::run_dtls_timers`] when a session's DTLS
+    /// retransmission timer expires; this sweep runs the timers as well, as a backstop.
     pub(super) fn expire_sessions(&mut self, now: Now) {
+        self.retransmit_flights(now);
         for id in 0..self.sessions.len() {
             let Some(s) = &self.sessions[id] else {
                 continue;
@@ -599,6 +754,9 @@ impl Worker {
             return;
         };
         self.session_index.remove(&(s.listener, s.client));
+        if !s.established {
+            self.dtls_timers.forget(id);
+        }
         if s.established {
             let _ = s.stream.shutdown();
             Self::send_pending(&mut self.dtls_listeners, &mut s);
@@ -621,5 +779,109 @@ impl Worker {
             .flatten()
             .filter(|s| !s.established)
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_ctx() -> SslContext {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        dtls_context(&PemPair {
+            cert: ck.cert.pem().into_bytes(),
+            key: ck.signing_key.serialize_pem().into_bytes(),
+        })
+        .unwrap()
+    }
+
+    fn client() -> SslStream<Datagrams> {
+        let ctx = SslContext::builder(SslMethod::dtls()).unwrap().build();
+        let mut ssl = Ssl::new(&ctx).unwrap();
+        ssl.set_connect_state();
+        SslStream::new(ssl, Datagrams::default()).unwrap()
+    }
+
+    fn carry(from: &mut SslStream<Datagrams>, to: &mut SslStream<Datagrams>) -> Vec<Vec<u8>> {
+        let out = std::mem::take(&mut from.get_mut().outgoing);
+        to.get_mut().incoming.extend(out.iter().cloned());
+        out
+    }
+
+    /// The handshake message types of the plaintext handshake records in `flight`.
+    fn messages(flight: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for d in flight {
+            let mut off = 0;
+            while off + 13 < d.len() {
+                let len = usize::from(u16::from_be_bytes([d[off + 11], d[off + 12]]));
+                if d[off] == 22 && d[off + 3..off + 5] == [0, 0] {
+                    out.push(d[off + 13]);
+                }
+                off += 13 + len;
+            }
+        }
+        out
+    }
+
+    /// A server session whose ServerHello..ServerHelloDone flight is lost resends it when its
+    /// retransmission timer (1 s) has expired, and not before; the client completes the
+    /// handshake with the resent flight.
+    #[test]
+    fn an_expired_handshake_timer_resends_the_lost_flight() {
+        let ctx = server_ctx();
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut c = client();
+        let mut server = listen_stream(&ctx).unwrap();
+
+        // The cookie exchange, as the listener runs it.
+        let _ = c.do_handshake();
+        let hello = std::mem::take(&mut c.get_mut().outgoing);
+        assert!(!listen_once(&mut server, addr, &hello[0]));
+        carry(&mut server, &mut c);
+        let _ = c.do_handshake();
+        let hello = std::mem::take(&mut c.get_mut().outgoing);
+        assert!(listen_once(&mut server, addr, &hello[0]));
+        ssl_mut(&mut server).set_mtu(MTU).unwrap();
+        assert_eq!(dtls_timeout(&server), None, "no timer before a flight");
+
+        // The server's flight: sent, and lost.
+        assert!(server.do_handshake().is_err());
+        let sent_at = Instant::now();
+        let lost = std::mem::take(&mut server.get_mut().outgoing);
+        // ServerHello, Certificate, ServerKeyExchange, ServerHelloDone.
+        assert_eq!(messages(&lost), [2, 11, 12, 14]);
+        let left = dtls_timeout(&server).expect("the flight started the timer");
+        assert!(left <= Duration::from_secs(1) && left > Duration::from_millis(500));
+
+        // Not expired yet: nothing is resent.
+        let next = drive_timer(&mut server, Instant::now()).unwrap();
+        assert!(next.is_some());
+        assert!(server.get_mut().outgoing.is_empty());
+
+        // Expired: the whole flight again, and the timer restarted, doubled.
+        std::thread::sleep(left + Duration::from_millis(30));
+        let now = Instant::now();
+        let next = drive_timer(&mut server, now)
+            .unwrap()
+            .expect("timer restarted");
+        let resent = carry(&mut server, &mut c);
+        assert_eq!(
+            messages(&resent),
+            messages(&lost),
+            "the whole flight is resent"
+        );
+        assert!(
+            next >= now + Duration::from_millis(1500),
+            "the timer doubles"
+        );
+        assert!(sent_at.elapsed() < Duration::from_secs(3));
+
+        // The client finishes with the resent flight, and so does the server.
+        let _ = c.do_handshake();
+        carry(&mut c, &mut server);
+        server.do_handshake().expect("server handshake completes");
+        carry(&mut server, &mut c);
+        c.do_handshake().expect("client handshake completes");
     }
 }

@@ -13,7 +13,7 @@ use mio::net::UdpSocket as MioUdp;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
-use super::dtls::{DTLS_LISTENER_BASE, DTLS_SESSION_BASE, DtlsListener, Session};
+use super::dtls::{DTLS_LISTENER_BASE, DTLS_SESSION_BASE, DtlsListener, DtlsTimers, Session};
 use super::mmsg::{self, RecvBatch, SendBatch};
 use super::relay::{RELAY_BASE, RelayTable, Reservations};
 use super::sockopt;
@@ -82,6 +82,7 @@ pub struct Worker {
     pub(super) dtls_listeners: Vec<Option<DtlsListener>>,
     pub(super) sessions: Vec<Option<Session>>,
     pub(super) session_index: rustc_hash::FxHashMap<(usize, std::net::SocketAddr), usize>,
+    pub(super) dtls_timers: DtlsTimers,
     pub(super) relays: RelayTable,
     pub(super) server: Server,
     cache: SnapshotCache,
@@ -158,6 +159,7 @@ impl Worker {
             dtls_listeners: Vec::new(),
             sessions: Vec::new(),
             session_index: Default::default(),
+            dtls_timers: DtlsTimers::default(),
             relays,
             server,
             cache,
@@ -222,6 +224,9 @@ impl Worker {
                 let next = self
                     .server
                     .poll_timeout()
+                    .into_iter()
+                    .chain(self.dtls_timers.next())
+                    .min()
                     .map(|t| t.saturating_duration_since(now))
                     .unwrap_or(MAX_WAIT);
                 Some(next.min(MAX_WAIT).min(PUBLISH_EVERY))
@@ -283,6 +288,7 @@ impl Worker {
             self.server.handle_timeout(now, &mut self.relays);
             self.drain_outbox();
             self.close_orphans();
+            self.run_dtls_timers(now);
             if now.mono >= next_sweep {
                 self.relays.reservations.sweep();
                 self.expire_conns(now);
