@@ -338,7 +338,9 @@ pub fn dtls_context(pem: &PemPair) -> Result<SslContext, String> {
     b.set_private_key(&key).map_err(|e| format!("key: {e}"))?;
     b.check_private_key()
         .map_err(|e| format!("key does not match cert: {e}"))?;
-    b.set_options(SslOptions::COOKIE_EXCHANGE);
+    // The MTU is ours (set on each session): do not ask the in-memory BIO, which would
+    // answer 0 and make OpenSSL fall back to its minimum after lost flights.
+    b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU);
     b.set_cookie_generate_cb(|ssl, buf| {
         let addr = addr_index()
             .and_then(|i| ssl.ex_data(i).copied())
