@@ -304,7 +304,7 @@ fn rxq_ovfl(h: &libc::msghdr) -> Option<u32> {
     None
 }
 
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(super) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(s.ss_family) {
         libc::AF_INET => {
             // SAFETY: the kernel wrote an AF_INET address, so the storage holds a valid
@@ -332,7 +332,7 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(super) fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     match addr {
         SocketAddr::V4(a) => {

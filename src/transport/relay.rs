@@ -11,7 +11,7 @@ use mio::net::UdpSocket as MioUdp;
 use mio::{Interest, Token};
 
 use super::sockopt;
-use super::uring::{Completion, RelayRing};
+use super::uring::{Completion, GENERATION_MASK, RelayRing};
 use crate::turn::{
     ConnectionId, Family, Opened, PortRequest, RESERVATION_LIFETIME, RelayError, RelayId,
     RelayRequest, Relays,
@@ -251,16 +251,18 @@ impl RelayTable {
         }
     }
 
+    /// A free relay id: a closed one, or a new slot.
+    fn new_slot(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.sockets.push(None);
+            self.generations.push(0);
+            (self.sockets.len() - 1) as u32
+        })
+    }
+
     fn add(&mut self, socket: UdpSocket, v6: bool) -> io::Result<RelayId> {
         let mut socket = MioUdp::from_std(socket);
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.sockets.push(None);
-                self.generations.push(0);
-                (self.sockets.len() - 1) as u32
-            }
-        };
+        let id = self.new_slot();
         let generation = self.generations[id as usize];
         let on_ring = self
             .ring
@@ -337,14 +339,7 @@ impl RelayTable {
         };
         let addr = listener.local_addr().map_err(|_| RelayError::Exhausted)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.sockets.push(None);
-                self.generations.push(0);
-                (self.sockets.len() - 1) as u32
-            }
-        };
+        let id = self.new_slot();
         if self
             .registry
             .register(
@@ -429,7 +424,7 @@ impl Relays for RelayTable {
             } else {
                 let _ = self.registry.deregister(&mut s.socket);
             }
-            *generation = generation.wrapping_add(1) & 0x00ff_ffff;
+            *generation = generation.wrapping_add(1) & GENERATION_MASK;
             self.free.push(relay.0);
         }
     }

@@ -15,12 +15,14 @@
 //! `STUNNERD_IO_URING=off`), the worker keeps every relay socket on epoll instead.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::mmsg::{sockaddr_to_std, std_to_sockaddr};
 
 /// Buffer group id of the relay receive buffers.
 const BGID: u16 = 0;
@@ -50,9 +52,12 @@ const KIND_SEND: u64 = 2 << 56;
 const KIND_CANCEL: u64 = 3 << 56;
 const KIND_MASK: u64 = 0xff << 56;
 
+/// Receive generations fit in 24 bits of the user data, beside the kind and the slot.
+pub const GENERATION_MASK: u32 = 0x00ff_ffff;
+
 /// The user data of a relay socket's receive: kind, generation and relay slot.
 fn recv_data(slot: u32, generation: u32) -> u64 {
-    KIND_RECV | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(slot)
+    KIND_RECV | (u64::from(generation & GENERATION_MASK) << 32) | u64::from(slot)
 }
 
 /// A completed event of the ring.
@@ -91,8 +96,6 @@ pub struct RelayRing {
     queued_sends: usize,
     /// Submission entries pushed since the last submit.
     unsubmitted: usize,
-    /// Set when the buffer ring could not be unregistered: then its memory is never unmapped.
-    leak_buffers: bool,
 }
 
 // SAFETY: the raw pointers in a RelayRing point into memory it owns (its mappings, its
@@ -104,7 +107,7 @@ unsafe impl Send for RelayRing {}
 struct SendSlot {
     hdr: libc::msghdr,
     iov: libc::iovec,
-    addr: libc::sockaddr_in6,
+    addr: libc::sockaddr_storage,
 }
 
 /// An anonymous private mapping, unmapped on drop.
@@ -139,6 +142,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.len == 0 {
+            // The empty stand-in for a mapping left to the kernel (see `RelayRing::drop`).
+            return;
+        }
         // SAFETY: `ptr`/`len` are exactly one mapping made by `Mapping::new`, and nothing
         // refers to it any more (see `RelayRing::drop` for the kernel's side).
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
@@ -204,7 +211,6 @@ impl RelayRing {
             sends,
             queued_sends: 0,
             unsubmitted: 0,
-            leak_buffers: false,
         };
         for bid in 0..BUFS {
             me.recycle(bid);
@@ -308,7 +314,8 @@ impl RelayRing {
             self.submit()?;
         }
         let slot = &mut self.sends[self.queued_sends];
-        let namelen = write_sockaddr(&mut slot.addr, to);
+        let (addr, namelen) = std_to_sockaddr(to);
+        slot.addr = addr;
         slot.iov.iov_base = payload.as_ptr().cast_mut().cast();
         slot.iov.iov_len = payload.len();
         slot.hdr.msg_name = (&raw mut slot.addr).cast();
@@ -371,7 +378,7 @@ impl RelayRing {
             return true;
         }
         let slot = (data & 0xffff_ffff) as u32;
-        let generation = ((data >> 32) & 0x00ff_ffff) as u32;
+        let generation = (data >> 32) as u32 & GENERATION_MASK;
         if let Some(bid) = bid.filter(|_| result > 0) {
             let len = (result as usize).min(BUF_SIZE);
             // SAFETY: the kernel handed buffer `bid` (< BUFS) to us with this completion
@@ -435,9 +442,6 @@ impl Drop for RelayRing {
         // Once the buffer ring is unregistered the kernel cannot pick a buffer from it, so
         // the mappings may go. If that fails, keep them mapped for the process's life.
         if self.ring.submitter().unregister_buf_ring(BGID).is_err() {
-            self.leak_buffers = true;
-        }
-        if self.leak_buffers {
             std::mem::forget(std::mem::replace(
                 &mut self.buffers,
                 Mapping {
@@ -445,38 +449,6 @@ impl Drop for RelayRing {
                     len: 0,
                 },
             ));
-        }
-    }
-}
-
-/// Write `to` into a `sockaddr_in6`-sized buffer; returns its length.
-fn write_sockaddr(out: &mut libc::sockaddr_in6, to: SocketAddr) -> u32 {
-    match to {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in (16 bytes) fits in sockaddr_in6 (28 bytes); both are
-            // plain C structs and the write is unaligned-safe.
-            unsafe { std::ptr::write_unaligned((out as *mut libc::sockaddr_in6).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>() as u32
-        }
-        SocketAddr::V6(v6) => {
-            *out = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            NAME_LEN as u32
         }
     }
 }
@@ -494,20 +466,13 @@ fn parse(buf: &[u8]) -> Option<(SocketAddr, usize)> {
         return None;
     }
     let name = buf.get(OUT_HDR..OUT_HDR + namelen.min(NAME_LEN))?;
-    let family = u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?);
-    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
-    let from = match i32::from(family) {
-        libc::AF_INET => {
-            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
-            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))
-        }
-        libc::AF_INET6 => {
-            let flow = u32::from_ne_bytes(name.get(4..8)?.try_into().ok()?);
-            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
-            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
-            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope))
-        }
-        _ => return None,
+    // SAFETY: all-zero is a valid sockaddr_storage, and `name` (at most NAME_LEN = 28
+    // bytes) fits in its 128 bytes; the copy is bytewise, so the buffer's alignment does
+    // not matter.
+    let from = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        std::ptr::copy_nonoverlapping(name.as_ptr(), (&raw mut storage).cast::<u8>(), name.len());
+        sockaddr_to_std(&storage)?
     };
     Some((from, payload_len))
 }
@@ -519,8 +484,10 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn ring() -> Option<RelayRing> {
-        // Kernels or sandboxes without io_uring run the epoll path; nothing to test here.
-        RelayRing::new().ok()
+        // Kernels or sandboxes that refuse io_uring itself run the epoll path: nothing to
+        // test here. Where the kernel has it, our set-up and self-test must succeed.
+        IoUring::new(8).ok()?;
+        Some(RelayRing::new().expect("io_uring is available, so the relay ring must start"))
     }
 
     /// Collect datagrams until `want` arrived or 2 s passed, re-arming the receive on
