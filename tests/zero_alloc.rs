@@ -15,6 +15,7 @@ use stunnerd::snapshot::{Snapshot, Store, long_term_key};
 use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
 use stunnerd::transport::relay::Reservations;
 use stunnerd::transport::udp::{Control, Worker};
+use stunnerd::transport::uring::RelayRing;
 use stunnerd::turn::Server;
 use stunnerd::turn::auth::NonceKey;
 
@@ -186,7 +187,7 @@ fn relay_without_allocating(io_uring: bool) {
         }
     }
     // Where the kernel has io_uring at all, the worker must be on it when asked.
-    let expect_ring = io_uring && io_uring::IoUring::new(8).is_ok();
+    let expect_ring = io_uring && RelayRing::kernel_has_io_uring();
     assert_eq!(
         handle.stats.read().io_uring,
         expect_ring,

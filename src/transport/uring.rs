@@ -103,11 +103,11 @@ pub struct RelayRing {
 // built on the runtime thread and then moved to its own).
 unsafe impl Send for RelayRing {}
 
-/// One send in flight: its header, payload vector and destination.
+/// The destination of one send in flight (the kernel copies it during the submitting
+/// `io_uring_enter`).
 struct SendSlot {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
     addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
 }
 
 /// An anonymous private mapping, unmapped on drop.
@@ -165,6 +165,19 @@ impl RelayRing {
             .unwrap_or(false)
     }
 
+    /// Whether the kernel lets this process create an io_uring at all (old kernels and
+    /// seccomp profiles refuse it).
+    ///
+    /// The probe ring lives and dies on a thread of its own: the kernel tears a ring down
+    /// asynchronously and then notifies every thread that used it with task work that
+    /// interrupts that thread's next blocking syscall (EINTR from a `recv` with a timeout,
+    /// for example). A thread that exits first gets no such notification.
+    pub fn kernel_has_io_uring() -> bool {
+        std::thread::spawn(|| IoUring::new(8).is_ok())
+            .join()
+            .unwrap_or(false)
+    }
+
     /// Set up the ring and its buffers, and check with a datagram over a socket pair that
     /// the kernel does multishot receives into provided buffers and skips successful send
     /// completions. Any failure means "use epoll".
@@ -192,14 +205,9 @@ impl RelayRing {
         template.msg_namelen = NAME_LEN as u32;
         let sends = (0..SEND_SLOTS)
             .map(|_| SendSlot {
-                // SAFETY: plain C structs; all-zero is a valid value for each.
-                hdr: unsafe { std::mem::zeroed() },
-                iov: libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                },
-                // SAFETY: as above.
+                // SAFETY: a plain C struct; all-zero is a valid value.
                 addr: unsafe { std::mem::zeroed() },
+                len: 0,
             })
             .collect();
         let mut me = RelayRing {
@@ -219,14 +227,17 @@ impl RelayRing {
         Ok(me)
     }
 
-    /// A datagram through a socket pair must arrive as a multishot completion in a
-    /// provided buffer.
+    /// A datagram sent through the ring to a loopback UDP socket (a send with a
+    /// destination, as the relay path does) must arrive as a multishot completion in a
+    /// provided buffer. Kernels before 6.0 ignore a send's destination and fail it.
     fn self_test(&mut self) -> io::Result<()> {
-        let (a, b) = std::os::unix::net::UnixDatagram::pair()?;
+        let a = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        let b = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
         const PROBE: u64 = KIND_RECV | 0x00ff_ffff_ffff_ffff;
         self.arm_raw(b.as_raw_fd(), PROBE)?;
         self.submit()?;
-        a.send(b"stunnerd")?;
+        self.send(a.as_raw_fd(), b"stunnerd", b.local_addr()?)?;
+        self.submit()?;
         let timeout = types::Timespec::new().nsec(200_000_000);
         let args = types::SubmitArgs::new().timespec(&timeout);
         let _ = self.ring.submitter().submit_with_args(1, &args);
@@ -241,8 +252,8 @@ impl RelayRing {
             }
             None => false,
         };
-        // Stop the probe's receive before the socket pair goes away, and collect its
-        // final completion.
+        // Stop the probe's receive before the sockets go away, and collect its final
+        // completion.
         self.push(
             &opcode::AsyncCancel::new(PROBE)
                 .build()
@@ -261,7 +272,8 @@ impl RelayRing {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "kernel io_uring lacks multishot receives into provided buffers",
+                "kernel io_uring lacks sends with a destination or multishot receives into \
+                 provided buffers",
             ))
         }
     }
@@ -314,19 +326,18 @@ impl RelayRing {
             self.submit()?;
         }
         let slot = &mut self.sends[self.queued_sends];
-        let (addr, namelen) = std_to_sockaddr(to);
-        slot.addr = addr;
-        slot.iov.iov_base = payload.as_ptr().cast_mut().cast();
-        slot.iov.iov_len = payload.len();
-        slot.hdr.msg_name = (&raw mut slot.addr).cast();
-        slot.hdr.msg_namelen = namelen;
-        slot.hdr.msg_iov = &raw mut slot.iov;
-        slot.hdr.msg_iovlen = 1;
+        (slot.addr, slot.len) = std_to_sockaddr(to);
+        let len = u32::try_from(payload.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram too long"))?;
+        // A plain send with a destination (sendto), not a sendmsg: the kernel need not
+        // copy and check a msghdr and an iovec per datagram.
         // MSG_DONTWAIT: a send that cannot complete at once fails (EAGAIN, like a full
         // socket buffer on the epoll path) instead of being retried later by the kernel,
         // so the payload and this slot are read only during the submitting io_uring_enter.
-        let entry = opcode::SendMsg::new(types::Fd(fd), &raw const slot.hdr)
-            .flags(libc::MSG_DONTWAIT as u32)
+        let entry = opcode::Send::new(types::Fd(fd), payload.as_ptr(), len)
+            .dest_addr((&raw const slot.addr).cast())
+            .dest_addr_len(slot.len)
+            .flags(libc::MSG_DONTWAIT)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(KIND_SEND);
@@ -486,7 +497,9 @@ mod tests {
     fn ring() -> Option<RelayRing> {
         // Kernels or sandboxes that refuse io_uring itself run the epoll path: nothing to
         // test here. Where the kernel has it, our set-up and self-test must succeed.
-        IoUring::new(8).ok()?;
+        if !RelayRing::kernel_has_io_uring() {
+            return None;
+        }
         Some(RelayRing::new().expect("io_uring is available, so the relay ring must start"))
     }
 
