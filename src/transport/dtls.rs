@@ -126,8 +126,9 @@ pub(super) struct Session {
     timer: Option<Instant>,
 }
 
-/// A worker's DTLS retransmission timers: its sessions still in the handshake (at most
-/// [`MAX_HALF_OPEN`]), and the earliest time one of their timers expires.
+/// A worker's DTLS retransmission timers: its sessions still in the handshake (exactly
+/// those not yet established, at most [`MAX_HALF_OPEN`]), and the earliest time one of
+/// their timers expires.
 #[derive(Default)]
 pub(super) struct DtlsTimers {
     handshaking: Vec<usize>,
@@ -523,14 +524,10 @@ impl Worker {
         // which finishes within a few round trips, gets through.
         if self.half_open_sessions() >= MAX_HALF_OPEN {
             let oldest = self
-                .sessions
+                .dtls_timers
+                .handshaking
                 .iter()
-                .enumerate()
-                .filter_map(|(i, s)| {
-                    s.as_ref()
-                        .filter(|s| !s.established)
-                        .map(|s| (s.deadline, i))
-                })
+                .filter_map(|&i| Some((self.sessions.get(i)?.as_ref()?.deadline, i)))
                 .min()
                 .map(|(_, i)| i)?;
             self.close_session(oldest);
@@ -776,11 +773,7 @@ impl Worker {
 
     /// Sessions past the cookie exchange still in the handshake (for tests and figures).
     pub fn half_open_sessions(&self) -> usize {
-        self.sessions
-            .iter()
-            .flatten()
-            .filter(|s| !s.established)
-            .count()
+        self.dtls_timers.handshaking.len()
     }
 }
 

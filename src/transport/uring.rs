@@ -103,11 +103,11 @@ pub struct RelayRing {
 // built on the runtime thread and then moved to its own).
 unsafe impl Send for RelayRing {}
 
-/// The destination of one send in flight (the kernel copies it during the submitting
-/// `io_uring_enter`).
+/// One send in flight: its header, payload vector and destination.
 struct SendSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
     addr: libc::sockaddr_storage,
-    len: libc::socklen_t,
 }
 
 /// An anonymous private mapping, unmapped on drop.
@@ -178,7 +178,7 @@ impl RelayRing {
             .unwrap_or(false)
     }
 
-    /// Set up the ring and its buffers, and check with a datagram over a socket pair that
+    /// Set up the ring and its buffers, and check with a loopback UDP datagram that
     /// the kernel does multishot receives into provided buffers and skips successful send
     /// completions. Any failure means "use epoll".
     pub fn new() -> io::Result<RelayRing> {
@@ -205,9 +205,14 @@ impl RelayRing {
         template.msg_namelen = NAME_LEN as u32;
         let sends = (0..SEND_SLOTS)
             .map(|_| SendSlot {
-                // SAFETY: a plain C struct; all-zero is a valid value.
+                // SAFETY: plain C structs; all-zero is a valid value for each.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                // SAFETY: as above.
                 addr: unsafe { std::mem::zeroed() },
-                len: 0,
             })
             .collect();
         let mut me = RelayRing {
@@ -227,9 +232,8 @@ impl RelayRing {
         Ok(me)
     }
 
-    /// A datagram sent through the ring to a loopback UDP socket (a send with a
-    /// destination, as the relay path does) must arrive as a multishot completion in a
-    /// provided buffer. Kernels before 6.0 ignore a send's destination and fail it.
+    /// A datagram sent through the ring to a loopback UDP socket (as the relay path sends)
+    /// must arrive as a multishot completion in a provided buffer.
     fn self_test(&mut self) -> io::Result<()> {
         let a = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
         let b = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
@@ -272,8 +276,7 @@ impl RelayRing {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "kernel io_uring lacks sends with a destination or multishot receives into \
-                 provided buffers",
+                "kernel io_uring lacks multishot receives into provided buffers",
             ))
         }
     }
@@ -326,18 +329,19 @@ impl RelayRing {
             self.submit()?;
         }
         let slot = &mut self.sends[self.queued_sends];
-        (slot.addr, slot.len) = std_to_sockaddr(to);
-        let len = u32::try_from(payload.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram too long"))?;
-        // A plain send with a destination (sendto), not a sendmsg: the kernel need not
-        // copy and check a msghdr and an iovec per datagram.
+        let (addr, namelen) = std_to_sockaddr(to);
+        slot.addr = addr;
+        slot.iov.iov_base = payload.as_ptr().cast_mut().cast();
+        slot.iov.iov_len = payload.len();
+        slot.hdr.msg_name = (&raw mut slot.addr).cast();
+        slot.hdr.msg_namelen = namelen;
+        slot.hdr.msg_iov = &raw mut slot.iov;
+        slot.hdr.msg_iovlen = 1;
         // MSG_DONTWAIT: a send that cannot complete at once fails (EAGAIN, like a full
         // socket buffer on the epoll path) instead of being retried later by the kernel,
         // so the payload and this slot are read only during the submitting io_uring_enter.
-        let entry = opcode::Send::new(types::Fd(fd), payload.as_ptr(), len)
-            .dest_addr((&raw const slot.addr).cast())
-            .dest_addr_len(slot.len)
-            .flags(libc::MSG_DONTWAIT)
+        let entry = opcode::SendMsg::new(types::Fd(fd), &raw const slot.hdr)
+            .flags(libc::MSG_DONTWAIT as u32)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(KIND_SEND);
