@@ -634,11 +634,7 @@ impl Worker {
                         relay,
                         peer,
                         payload,
-                    } => {
-                        if let Some((sock, v6)) = relays.get(relay) {
-                            let _ = sock.send_to(payload, for_socket(peer, v6));
-                        }
-                    }
+                    } => relays.send_now(relay, payload, peer),
                 }
             }
         }

@@ -149,17 +149,20 @@ impl RelayTable {
     /// Send `payload` from relay socket `relay` to `peer`. On the ring the send is only
     /// queued: `payload` must stay untouched until [`RelayTable::submit`].
     pub(super) fn send_from(&mut self, relay: RelayId, payload: &[u8], peer: SocketAddr) {
+        let Some(ring) = &mut self.ring else {
+            return self.send_now(relay, payload, peer);
+        };
         let Some(Some(s)) = self.sockets.get(relay.0 as usize) else {
             return;
         };
-        let to = super::for_socket(peer, s.v6);
-        match &mut self.ring {
-            Some(ring) => {
-                let _ = ring.send(s.socket.as_raw_fd(), payload, to);
-            }
-            None => {
-                let _ = s.socket.send_to(payload, to);
-            }
+        let _ = ring.send(s.socket.as_raw_fd(), payload, super::for_socket(peer, s.v6));
+    }
+
+    /// Send `payload` from relay socket `relay` to `peer` at once (one `sendto`), for
+    /// callers whose payload buffer does not outlive the call.
+    pub(super) fn send_now(&self, relay: RelayId, payload: &[u8], peer: SocketAddr) {
+        if let Some((sock, v6)) = self.get(relay) {
+            let _ = sock.send_to(payload, super::for_socket(peer, v6));
         }
     }
 

@@ -296,11 +296,7 @@ impl Worker {
                     relay,
                     peer,
                     payload,
-                } => {
-                    if let Some((sock, v6)) = relays.get(relay) {
-                        let _ = sock.send_to(payload, super::for_socket(peer, v6));
-                    }
-                }
+                } => relays.send_now(relay, payload, peer),
             }
         }
         c.rbuf.drain(..off);
