@@ -147,7 +147,7 @@ impl RelayTable {
     }
 
     /// Send `payload` from relay socket `relay` to `peer`. On the ring the send is only
-    /// queued: `payload` must stay untouched until [`RelayTable::submit`].
+    /// queued (the ring keeps its own copy of the payload) until [`RelayTable::submit`].
     pub(super) fn send_from(&mut self, relay: RelayId, payload: &[u8], peer: SocketAddr) {
         let Some(ring) = &mut self.ring else {
             return self.send_now(relay, payload, peer);
@@ -155,7 +155,12 @@ impl RelayTable {
         let Some(Some(s)) = self.sockets.get(relay.0 as usize) else {
             return;
         };
-        let _ = ring.send(s.socket.as_raw_fd(), payload, super::for_socket(peer, s.v6));
+        let to = super::for_socket(peer, s.v6);
+        if let Err(e) = ring.send(s.socket.as_raw_fd(), payload, to) {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                let _ = s.socket.send_to(payload, to);
+            }
+        }
     }
 
     /// Send `payload` from relay socket `relay` to `peer` at once (one `sendto`), for

@@ -43,6 +43,9 @@ pub const PAYLOAD_AT: usize = OUT_HDR + NAME_LEN;
 pub const MAX_PAYLOAD: usize = BUF_SIZE - PAYLOAD_AT;
 /// Sends queued before a submission is forced.
 const SEND_SLOTS: usize = 64;
+/// Largest payload a send slot holds; [`RelayRing::send`] refuses longer ones, which the
+/// caller then sends directly.
+pub const MAX_SEND: usize = 4096;
 const SQ_ENTRIES: u32 = 256;
 const CQ_ENTRIES: u32 = 4096;
 
@@ -103,11 +106,14 @@ pub struct RelayRing {
 // built on the runtime thread and then moved to its own).
 unsafe impl Send for RelayRing {}
 
-/// One send in flight: its header, payload vector and destination.
+/// One send in flight: its header, payload vector, destination and a copy of its payload.
+/// The slot owns every byte the kernel reads for the send, so no borrow of the caller's
+/// buffer outlives [`RelayRing::send`].
 struct SendSlot {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
+    payload: Box<[u8; MAX_SEND]>,
 }
 
 /// An anonymous private mapping, unmapped on drop.
@@ -213,6 +219,7 @@ impl RelayRing {
                 },
                 // SAFETY: as above.
                 addr: unsafe { std::mem::zeroed() },
+                payload: Box::new([0; MAX_SEND]),
             })
             .collect();
         let mut me = RelayRing {
@@ -290,9 +297,10 @@ impl RelayRing {
         if self.ring.submission().is_full() {
             self.submit()?;
         }
-        // SAFETY: every pointer in our entries (receive template, send slots) stays valid
-        // until the kernel has copied it, which happens during the submitting
-        // io_uring_enter (see `send`).
+        // SAFETY: every pointer in our entries points into memory the ring owns (the
+        // receive template, the boxed send slots and their payload copies), which lives as
+        // long as the ring and is not rewritten before the submitting io_uring_enter has
+        // consumed the entry (see `send` and `submit`).
         unsafe { self.ring.submission().push(entry) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))?;
         self.unsubmitted += 1;
@@ -320,18 +328,23 @@ impl RelayRing {
         let _ = self.push(&entry);
     }
 
-    /// Queue a datagram to `to` from relay socket `fd`. The payload must stay untouched
-    /// until the next [`RelayRing::submit`].
+    /// Queue a datagram to `to` from relay socket `fd`. The payload is copied into a
+    /// ring-owned slot, so the caller's buffer is free again when this returns. A payload
+    /// longer than [`MAX_SEND`] is refused with `InvalidInput` (send it directly instead).
     pub fn send(&mut self, fd: RawFd, payload: &[u8], to: SocketAddr) -> io::Result<()> {
+        if payload.len() > MAX_SEND {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
         // Make room first: a slot must not be refilled while an entry pointing at it
         // still waits in the submission queue.
         if self.queued_sends == SEND_SLOTS || self.ring.submission().is_full() {
             self.submit()?;
         }
         let slot = &mut self.sends[self.queued_sends];
+        slot.payload[..payload.len()].copy_from_slice(payload);
         let (addr, namelen) = std_to_sockaddr(to);
         slot.addr = addr;
-        slot.iov.iov_base = payload.as_ptr().cast_mut().cast();
+        slot.iov.iov_base = slot.payload.as_mut_ptr().cast();
         slot.iov.iov_len = payload.len();
         slot.hdr.msg_name = (&raw mut slot.addr).cast();
         slot.hdr.msg_namelen = namelen;
@@ -339,7 +352,8 @@ impl RelayRing {
         slot.hdr.msg_iovlen = 1;
         // MSG_DONTWAIT: a send that cannot complete at once fails (EAGAIN, like a full
         // socket buffer on the epoll path) instead of being retried later by the kernel,
-        // so the payload and this slot are read only during the submitting io_uring_enter.
+        // so this slot is read only during the submitting io_uring_enter, and is not
+        // refilled before the submission queue has been emptied (`submit`).
         let entry = opcode::SendMsg::new(types::Fd(fd), &raw const slot.hdr)
             .flags(libc::MSG_DONTWAIT as u32)
             .build()
@@ -586,6 +600,27 @@ mod tests {
             assert_eq!((*slot, *generation, *from), (7, 3, to));
             assert_eq!(data[..], (i as u32).to_be_bytes());
         }
+    }
+
+    #[test]
+    fn a_send_owns_its_payload_and_refuses_what_does_not_fit() {
+        let Some(mut r) = ring() else { return };
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = peer.local_addr().unwrap();
+        // The caller's buffer is reused before the submit: the datagram still carries the
+        // bytes it had at `send`.
+        let mut buf = *b"first";
+        r.send(relay.as_raw_fd(), &buf, to).unwrap();
+        buf.copy_from_slice(b"XXXXX");
+        r.submit().unwrap();
+        let mut got = [0u8; 16];
+        let (n, _) = peer.recv_from(&mut got).unwrap();
+        assert_eq!(&got[..n], b"first");
+        let big = vec![0u8; MAX_SEND + 1];
+        let err = r.send(relay.as_raw_fd(), &big, to).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]
