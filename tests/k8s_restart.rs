@@ -435,6 +435,20 @@ fn sessions(d: &Daemon, on: &[&Listener], cut: &[&str]) -> Vec<Session> {
     out
 }
 
+/// The PEM certificate a TLS listener on 127.0.0.1:`port` presents (`openssl s_client`).
+fn served_cert(port: u16) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["5", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"));
+    let out = run_with_timeout(cmd, Duration::from_secs(8));
+    let text = out.combined();
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if b < e => text[b..e + end.len()].to_string(),
+        _ => panic!("no certificate from 127.0.0.1:{port}:\n{text}"),
+    }
+}
+
 /// Allocations of the sessions on listener `name`, and of the others.
 fn split(sessions: &[Session], name: &str) -> (u64, u64) {
     let on = |mine: bool| -> u64 {
@@ -758,10 +772,31 @@ fn changing_protocol_port_or_tls_keys_restarts_only_that_listener() {
                 },
             );
             // The Gateway is unchanged; the Secret it names gets a new certificate and key
-            // (what a certificate renewal does).
+            // (what a certificate renewal does), and the restarted listener serves it.
+            let pem = |secret: &Value| {
+                secret["stringData"]["tls.crt"]
+                    .as_str()
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let text =
+                std::fs::read_to_string(d.dir.path().join("06-secret.json")).expect("secret");
+            let old = pem(&serde_json::from_str(&text).expect("secret json"));
+            assert_eq!(
+                served_cert(TLS.port),
+                old,
+                "the TLS listener serves the Secret's certificate"
+            );
+            let renewed = cert_secret();
             restart_only(&d, "TLS keys", &TLS, &TLS, &[&UDP_A, &as_tcp, &TCP], || {
-                d.put("06-secret.json", &cert_secret())
+                d.put("06-secret.json", &renewed)
             });
+            assert_eq!(
+                served_cert(TLS.port),
+                pem(&renewed),
+                "the renewed certificate is served"
+            );
         },
     );
 }
