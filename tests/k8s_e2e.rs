@@ -1,14 +1,18 @@
 //! Manifests on disk -> `stunnerd -w -c DIR --id stunner/udp-gateway` serving the rendered
 //! config -> turnutils_uclient relays through the route; an unrelated manifest edit under
-//! load loses nothing; an edit removing the route stops the relay within 2 s.
+//! load loses nothing; an edit removing the route stops the relay within 2 s. A Service
+//! without a selector, whose pods are listed in a core/v1 `Endpoints` object, is a backend
+//! in `stunnerd render`, `stunnerd cds-server` and the manifests origin alike.
 
 mod common;
+mod ops_util;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use ops_util::{http_get, wait_for};
 
 const BASE: &str = r#"
 apiVersion: v1
@@ -197,4 +201,114 @@ fn manifests_origin_follows_edits() {
         "expected a refusal, got:\n{}",
         tail(&r.output, 20)
     );
+}
+
+/// A Service without a selector fronting a media server outside the cluster (the
+/// turnutils_peer on 127.0.0.1), listed in a hand-written core/v1 `Endpoints` object, and a
+/// route to it. The ClusterIP alone (what an adapter ignoring `Endpoints` renders) does not
+/// admit the peer.
+const SELECTORLESS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: external-media
+  namespace: stunner
+spec:
+  clusterIP: 10.96.0.10
+  ports:
+    - port: 9
+      protocol: UDP
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: external-media
+  namespace: stunner
+subsets:
+  - addresses:
+      - ip: 127.0.0.1
+    ports:
+      - port: 9
+        protocol: UDP
+---
+apiVersion: stunner.l7mp.io/v1
+kind: UDPRoute
+metadata:
+  name: media-plane-route
+  namespace: stunner
+spec:
+  parentRefs:
+    - name: udp-gateway
+  rules:
+    - backendRefs:
+        - name: external-media
+"#;
+
+#[test]
+fn selectorless_service_endpoints_in_render_cds_server_and_manifests_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_tcp_port();
+    write(dir.path(), "00-base.yaml", BASE);
+    write(dir.path(), "10-gateway.yaml", &gateway(port));
+    write(dir.path(), "20-external-media.yaml", SELECTORLESS);
+    let want = ["127.0.0.1", "10.96.0.10"];
+
+    // `stunnerd render`: the Endpoints address is in the cluster, and no note says the
+    // object was skipped.
+    let mut render = Command::new(stunnerd_bin());
+    render
+        .args(["render", "-f"])
+        .arg(dir.path())
+        .args(["-o", "json"]);
+    let out = run_with_timeout(render, Duration::from_secs(20));
+    assert_eq!(out.code(), Some(0), "render failed:\n{}", out.combined());
+    assert!(!out.stderr.contains("Endpoints"), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("render JSON");
+    let eps = &v["configs"][0]["clusters"][0]["endpoints"];
+    for ip in want {
+        assert!(
+            eps.as_array().unwrap().iter().any(|e| e == ip),
+            "{ip} missing: {eps}"
+        );
+    }
+
+    // `stunnerd cds-server -f DIR` serves the same cluster.
+    let cds_port = free_udp_tcp_port();
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.args(["cds-server", "-f"])
+        .arg(dir.path())
+        .args(["--addr", &format!("127.0.0.1:{cds_port}")]);
+    let cds = Proc::spawn("cds-server", cmd);
+    let mut body = String::new();
+    let served = wait_for(Duration::from_secs(5), || {
+        match http_get(cds_port, "/api/v1/configs/stunner/udp-gateway") {
+            Some((200, b)) => {
+                body = b;
+                true
+            }
+            _ => false,
+        }
+    });
+    assert!(served, "cds-server did not serve the config\n{}", cds.log());
+    let v: serde_json::Value = serde_json::from_str(&body).expect("cds JSON");
+    let eps = &v["clusters"][0]["endpoints"];
+    for ip in want {
+        assert!(
+            eps.as_array().unwrap().iter().any(|e| e == ip),
+            "{ip} missing: {eps}"
+        );
+    }
+    drop(cds);
+
+    // The manifests origin: a real client relays to the media server behind the Endpoints.
+    let mut cmd = Command::new(stunnerd_bin());
+    cmd.args(["-w", "--id", "stunner/udp-gateway", "-c"])
+        .arg(dir.path())
+        .env("STUNNER_ADDR", "127.0.0.1");
+    let server = Proc::spawn("stunnerd", cmd);
+    wait_udp_ready(local(port)).expect("the rendered listener answers");
+    let peer_port = free_udp_port_pair();
+    let _peer = start_peer(peer_port);
+    let r = run_uclient(uclient_args(port, peer_port, 20, 5));
+    r.assert_all_echoed(40, &server.log());
 }

@@ -226,6 +226,26 @@ fn media_plane_route_v1alpha2() {
     check_route(&out, "UDPRoute/v1alpha2");
 }
 
+#[test]
+fn media_plane_route_to_a_service_without_selector() {
+    let out = render_files(&[
+        "10-udp-gateway.yaml",
+        "20-media-plane-route.yaml",
+        "variants/media-server-pool-external.yaml",
+    ]);
+    golden("media-server-pool-external.json", &out);
+    let c = out.config("stunner/udp-gateway").expect("config");
+    let cl = c.cluster("stunner/media-plane-route").expect("cluster");
+    assert_eq!(cl.cluster_type, ClusterType::Static);
+    // The Endpoints addresses plus the ClusterIP.
+    assert_eq!(cl.endpoints, ["10.96.12.34", "192.0.2.41", "192.0.2.42"]);
+    let st = out
+        .status("UDPRoute", "stunner", "media-plane-route")
+        .expect("route status");
+    let p = &st.route().expect("route").parents[0];
+    assert!(p.condition("ResolvedRefs").expect("c").is_true());
+}
+
 fn check_route(out: &RenderOutput, kind: &str) {
     let c = out.config("stunner/udp-gateway").expect("config");
     assert_eq!(c.listeners[0].routes, ["stunner/media-plane-route"]);

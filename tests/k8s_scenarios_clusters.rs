@@ -1,6 +1,7 @@
 //! Upstream operator unit-test scenarios (spec 6.8-6.10): clusters, EndpointSlices and node
 //! addresses. Scenario numbers refer to the spec. Upstream's Endpoints-controller variants
-//! map to EndpointSlices here (the adapter reads EndpointSlices only).
+//! map to EndpointSlices here (core/v1 Endpoints are read only for a Service that has no
+//! EndpointSlice: `k8s_seed_routes.rs`).
 
 mod k8s_fixtures;
 
@@ -248,7 +249,7 @@ fn s6_8_22_23_24_mixed_backends() {
     assert!(has_error(
         &out,
         "UDPRoute testnamespace/udproute-ok",
-        "no EndpointSlice addresses found for Service dummy-ns/dummy"
+        "no EndpointSlice or Endpoints addresses found for Service dummy-ns/dummy"
     ));
 
     // 24: [missing, endpoints without clusterIP, clusterIP without endpoints].

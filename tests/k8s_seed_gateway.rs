@@ -457,6 +457,73 @@ fn listener_tls() {
     );
 }
 
+#[test]
+fn listener_tls_secret_type() {
+    // "a Kubernetes Secret of type tls or opaque": both as Kubernetes spells them (a Secret
+    // written without `type` is Opaque), with extra keys such as cert-manager's ca.crt.
+    let gw = gateway(
+        "  - {name: u, port: 3478, protocol: TURN-UDP}\n\
+         \x20 - {name: s, port: 443, protocol: TURN-TLS, tls: {certificateRefs: [{name: c}]}}\n",
+        "",
+        "",
+    );
+    let secret = |type_line: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: c, namespace: stunner}}\n{type_line}\
+             data: {{tls.crt: Y2VydA==, tls.key: a2V5, ca.crt: Y2E=}}"
+        )
+    };
+    for t in ["type: kubernetes.io/tls\n", "type: Opaque\n", ""] {
+        let out = render(&[BASE, &gw, &secret(t)]);
+        let l = listener(config(&out, "stunner/gw"), "stunner/gw/s");
+        assert_eq!(
+            (l.cert.as_str(), l.key.as_str()),
+            ("Y2VydA==", "a2V5"),
+            "{t}"
+        );
+        assert_eq!(
+            lcond(&out, "stunner", "gw", "s", "ResolvedRefs"),
+            "ResolvedRefs/True/ResolvedRefs",
+            "{t}"
+        );
+    }
+    // Any other type: the listener is not rendered and its status names the Secret; the
+    // Gateway's other listeners are unaffected.
+    for t in [
+        "example.com/custom",
+        "kubernetes.io/basic-auth",
+        "kubernetes.io/service-account-token",
+        "opaque",
+    ] {
+        let out = render(&[BASE, &gw, &secret(&format!("type: {t}\n"))]);
+        let c = config(&out, "stunner/gw");
+        assert!(c.listener("stunner/gw/s").is_none(), "{t}");
+        assert!(c.listener("stunner/gw/u").is_some(), "{t}");
+        assert_eq!(
+            lcond(&out, "stunner", "gw", "s", "ResolvedRefs"),
+            "ResolvedRefs/False/InvalidCertificateRef",
+            "{t}"
+        );
+        let st = status(&out, "Gateway", "stunner", "gw")
+            .gateway()
+            .expect("gateway status");
+        let msg = &st
+            .listener("s")
+            .and_then(|l| l.condition("ResolvedRefs"))
+            .expect("ResolvedRefs")
+            .message;
+        assert!(
+            msg.contains("Secret stunner/c") && msg.contains(&format!("{t:?}")),
+            "{t}: {msg}"
+        );
+        assert!(
+            has_error(&out, "Gateway stunner/gw", "Secret stunner/c has type"),
+            "{t}: {:#?}",
+            out.findings
+        );
+    }
+}
+
 const ROUTE_ANY_NS: &str = "apiVersion: stunner.l7mp.io/v1\nkind: UDPRoute\nmetadata: {name: r, namespace: NS}\n\
                             spec:\n  parentRefs: [{name: gw, namespace: stunner}]\n  rules: [{backendRefs: []}]";
 

@@ -175,6 +175,84 @@ fn backend_name_and_namespace() {
     ));
 }
 
+/// A Service without a selector, fronting external media servers listed in a hand-written
+/// core/v1 `Endpoints` object.
+const SELECTORLESS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: media-server-pool, namespace: media-plane}
+spec: {clusterIP: 10.96.0.10, ports: [{port: 10000, protocol: UDP}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: media-server-pool, namespace: media-plane}
+subsets:
+- addresses: [{ip: 192.0.2.10}, {ip: 192.0.2.11}]
+  notReadyAddresses: [{ip: 192.0.2.12}]
+  ports: [{port: 10000, protocol: UDP}]
+- addresses: [{ip: 198.51.100.7}]
+"#;
+
+#[test]
+fn backend_service_without_selector_uses_endpoints() {
+    // "any UDP port on the pods of the media server pool identified by the Kubernetes
+    // service": the pods of a selector-less Service are those of its Endpoints object.
+    let r = route(
+        "[{name: udp-gateway}]",
+        "[{name: media-server-pool, namespace: media-plane}]",
+    );
+    let out = render(&[BASE, UDP_GW, SELECTORLESS, &r]);
+    let c = cluster(config(&out, GW), ROUTE);
+    assert_eq!(c.cluster_type, ClusterType::Static);
+    assert_eq!(
+        endpoints(c),
+        [
+            "10.96.0.10",
+            "192.0.2.10",
+            "192.0.2.11",
+            "192.0.2.12",
+            "198.51.100.7"
+        ]
+    );
+    assert_eq!(
+        rconds(&out, "UDPRoute", "stunner", "media-plane-route")[0][1],
+        "ResolvedRefs/True/ResolvedRefs"
+    );
+    assert!(
+        !out.findings.iter().any(|f| f.message.contains("Endpoints")),
+        "{:#?}",
+        out.findings
+    );
+    // Relay-to-ClusterIP off: the Endpoints addresses alone, and the Service is not needed.
+    let endpoints_only = SELECTORLESS.split("---").nth(1).expect("Endpoints");
+    let out = render_opts(&[BASE, UDP_GW, endpoints_only, &r], &no_cluster_ip());
+    let c = cluster(config(&out, GW), ROUTE);
+    assert_eq!(
+        endpoints(c),
+        ["192.0.2.10", "192.0.2.11", "192.0.2.12", "198.51.100.7"]
+    );
+    // Where an EndpointSlice exists for the Service (Kubernetes mirrors Endpoints into one
+    // in a live cluster), the slice is read and the Endpoints object is not: nothing twice.
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {name: pool-mirror, namespace: media-plane, labels: {kubernetes.io/service-name: media-server-pool}}\n\
+                 addressType: IPv4\nendpoints: [{addresses: [192.0.2.10]}]";
+    let out = render(&[BASE, UDP_GW, SELECTORLESS, slice, &r]);
+    let c = cluster(config(&out, GW), ROUTE);
+    assert_eq!(endpoints(c), ["10.96.0.10", "192.0.2.10"]);
+    // An Endpoints object of another Service does not count.
+    let other = SELECTORLESS.replace(
+        "kind: Endpoints\nmetadata: {name: media-server-pool",
+        "kind: Endpoints\nmetadata: {name: other-pool",
+    );
+    let out = render(&[BASE, UDP_GW, &other, &r]);
+    assert_eq!(endpoints(cluster(config(&out, GW), ROUTE)), ["10.96.0.10"]);
+    assert!(has_error(
+        &out,
+        "UDPRoute stunner/media-plane-route",
+        "no EndpointSlice or Endpoints addresses found for Service media-plane/media-server-pool"
+    ));
+}
+
 #[test]
 fn backend_port_and_end_port() {
     let cases = [

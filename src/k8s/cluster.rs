@@ -21,9 +21,9 @@ pub enum BackendErrorKind {
     InvalidKind,
     /// Neither endpoints nor a ClusterIP (or a missing StaticService).
     NotFound,
-    /// EndpointSlices exist but the Service object does not.
+    /// Endpoint addresses exist but the Service object does not.
     ServiceNotFound,
-    /// The Service has a ClusterIP but no EndpointSlice addresses.
+    /// The Service has a ClusterIP but no endpoint addresses.
     EndpointNotFound,
     InconsistentType,
     InvalidPortRange,
@@ -195,8 +195,8 @@ fn backend_kind(b: &BackendRef) -> Result<Kind, BackendError> {
     }
 }
 
-/// A Service backend: with endpoint discovery, every EndpointSlice address plus the
-/// ClusterIP (STATIC); without, one STRICT_DNS name.
+/// A Service backend: with endpoint discovery, every endpoint address (see
+/// [`endpoint_addresses`]) plus the ClusterIP (STATIC); without, one STRICT_DNS name.
 fn service_backend(
     store: &Store<'_>,
     ns: &str,
@@ -211,20 +211,7 @@ fn service_backend(
         ));
     }
     let id = format!("{ns}/{name}");
-    // All addresses, ready or not: a terminating pod may still carry media (spec 2.9).
-    let addresses: Vec<String> = store
-        .slices
-        .iter()
-        .filter(|s| {
-            s.metadata.namespace == ns
-                && s.metadata
-                    .labels
-                    .get(SERVICE_NAME_LABEL)
-                    .map(String::as_str)
-                    == Some(name)
-        })
-        .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter().cloned()))
-        .collect();
+    let addresses = endpoint_addresses(store, ns, name);
     let svc = store.services.get(&key(ns, name));
     let mut cluster_ips: Vec<String> = Vec::new();
     if let Some(svc) = svc {
@@ -245,8 +232,8 @@ fn service_backend(
         // Only the endpoints matter, so the Service object is not needed (spec 2.9).
         if addresses.is_empty() {
             let why = match svc {
-                Some(_) => format!("Service {id} has no EndpointSlice addresses"),
-                None => format!("no EndpointSlice addresses found for Service {id}"),
+                Some(_) => format!("Service {id} has no EndpointSlice or Endpoints addresses"),
+                None => format!("no EndpointSlice or Endpoints addresses found for Service {id}"),
             };
             push(BackendErrorKind::NotFound, why);
             return None;
@@ -264,21 +251,23 @@ fn service_backend(
         (false, false, _) => push(
             BackendErrorKind::ServiceNotFound,
             format!(
-                "{} (its EndpointSlice addresses are used)",
+                "{} (its endpoint addresses are used)",
                 store.why_missing("Service", &id)
             ),
         ),
         (true, true, true) => {
             push(
                 BackendErrorKind::NotFound,
-                format!("Service {id} has no EndpointSlice addresses and no clusterIP"),
+                format!(
+                    "Service {id} has no EndpointSlice or Endpoints addresses and no clusterIP"
+                ),
             );
             return None;
         }
         (true, true, false) => push(
             BackendErrorKind::EndpointNotFound,
             format!(
-                "no EndpointSlice addresses found for Service {id} (only its clusterIP is used)"
+                "no EndpointSlice or Endpoints addresses found for Service {id} (only its clusterIP is used)"
             ),
         ),
         // Endpoints found; a missing clusterIP is a headless Service, which is fine.
@@ -287,6 +276,37 @@ fn service_backend(
     let mut eps = addresses;
     eps.extend(cluster_ips);
     Some((ClusterType::Static, eps))
+}
+
+/// The addresses of Service `ns/name`, ready or not (a terminating pod may still carry media,
+/// spec 2.9): those of its EndpointSlices (labelled `kubernetes.io/service-name`) when any
+/// exists, else those of the core/v1 `Endpoints` object of the same name. A Service without
+/// a selector is fronted by a hand-written `Endpoints` object; in a live cluster Kubernetes
+/// mirrors it into an EndpointSlice (so the slice wins and nothing is counted twice), but a
+/// manifests directory holds only what the user wrote.
+fn endpoint_addresses(store: &Store<'_>, ns: &str, name: &str) -> Vec<String> {
+    let mut slices = store
+        .slices
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace == ns
+                && s.metadata
+                    .labels
+                    .get(SERVICE_NAME_LABEL)
+                    .map(String::as_str)
+                    == Some(name)
+        })
+        .peekable();
+    if slices.peek().is_some() {
+        return slices
+            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter().cloned()))
+            .collect();
+    }
+    store
+        .endpoints
+        .get(&key(ns, name))
+        .map(|e| e.addresses().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn static_backend(

@@ -91,6 +91,14 @@ pub fn resolve_tls(
             why.push(store.why_missing("Secret", &id));
             continue;
         };
+        if !is_certificate_secret_type(&secret.secret_type) {
+            why.push(format!(
+                "Secret {id} has type {:?}: a certificate Secret must be of type \
+                 kubernetes.io/tls or Opaque",
+                secret.secret_type
+            ));
+            continue;
+        }
         let cert = ["tls.crt", "crt", "cert"]
             .iter()
             .find_map(|k| secret.get(k));
@@ -106,4 +114,12 @@ pub fn resolve_tls(
         }
     }
     bad_ref(why.join("; "))
+}
+
+/// The seed: certificateRefs must name "a Kubernetes Secret of type tls or opaque". Types are
+/// compared as Kubernetes spells them (`kubernetes.io/tls`, `Opaque`); a Secret written
+/// without `type` is `Opaque` once created. Extra keys (cert-manager's `ca.crt`) are fine:
+/// only `tls.crt` and `tls.key` are read. The operator does not check the type.
+fn is_certificate_secret_type(t: &str) -> bool {
+    matches!(t, "" | "Opaque" | "kubernetes.io/tls")
 }

@@ -371,6 +371,7 @@ fn decode_value(value: Value, prefix: &str, ctx: &mut DocCtx<'_>, out: &mut Vec<
         ("v1", "Namespace") => typed(value, prefix).map(Object::Namespace),
         ("v1", "Node") => typed(value, prefix).map(Object::Node),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, prefix).map(Object::EndpointSlice),
+        ("v1", "Endpoints") => typed(value, prefix).map(Object::Endpoints),
         (_, k) if KNOWN_KINDS.contains(&k) => {
             let msg = format!("skipped: apiVersion {api_version:?} is not supported for {kind}");
             ctx.push(Severity::Note, &label, &join(prefix, "apiVersion"), msg);
@@ -394,7 +395,7 @@ fn decode_value(value: Value, prefix: &str, ctx: &mut DocCtx<'_>, out: &mut Vec<
     }
 }
 
-const KNOWN_KINDS: [&str; 11] = [
+const KNOWN_KINDS: [&str; 12] = [
     "GatewayClass",
     "GatewayConfig",
     "Gateway",
@@ -404,6 +405,7 @@ const KNOWN_KINDS: [&str; 11] = [
     "Secret",
     "Service",
     "EndpointSlice",
+    "Endpoints",
     "Namespace",
     "Node",
 ];
@@ -435,6 +437,7 @@ fn fix_meta(obj: &mut Object, prefix: &str) -> Option<(String, String)> {
         Object::Secret(o) => &mut o.metadata,
         Object::Service(o) => &mut o.metadata,
         Object::EndpointSlice(o) => &mut o.metadata,
+        Object::Endpoints(o) => &mut o.metadata,
         Object::Namespace(o) => &mut o.metadata,
         Object::Node(o) => &mut o.metadata,
     };

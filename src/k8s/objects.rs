@@ -29,6 +29,7 @@ pub enum Object {
     Secret(Secret),
     Service(Service),
     EndpointSlice(EndpointSlice),
+    Endpoints(Endpoints),
     Namespace(Namespace),
     Node(Node),
 }
@@ -45,6 +46,7 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
         }
@@ -62,6 +64,7 @@ impl Object {
             Object::Secret(_) => "Secret",
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Endpoints(_) => "Endpoints",
             Object::Namespace(_) => "Namespace",
             Object::Node(_) => "Node",
         }
@@ -480,6 +483,43 @@ pub struct EndpointSlice {
 #[serde(default)]
 pub struct SliceEndpoint {
     pub addresses: Vec<String>,
+}
+
+/// A core/v1 `Endpoints` object: what fronts a Service without a selector (external media
+/// servers). Read only where no EndpointSlice exists for the Service; in a live cluster
+/// Kubernetes mirrors it into an EndpointSlice, a manifests directory has only what was written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Endpoints {
+    pub metadata: ObjectMeta,
+    pub subsets: Vec<EndpointSubset>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EndpointSubset {
+    pub addresses: Vec<EndpointAddress>,
+    pub not_ready_addresses: Vec<EndpointAddress>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct EndpointAddress {
+    pub ip: String,
+}
+
+impl Endpoints {
+    /// Every address, ready or not (as the operator reads them: a not-ready pod may still
+    /// carry media), in order of appearance.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        self.subsets.iter().flat_map(|s| {
+            s.addresses
+                .iter()
+                .chain(s.not_ready_addresses.iter())
+                .map(|a| a.ip.as_str())
+                .filter(|ip| !ip.is_empty())
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

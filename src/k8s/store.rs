@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::load::Severity;
 use super::objects::{
-    Dataplane, EndpointSlice, Gateway, GatewayClass, GatewayConfig, Namespace, Node, Object,
-    RouteVersion, Secret, Service, StaticService, UdpRoute,
+    Dataplane, EndpointSlice, Endpoints, Gateway, GatewayClass, GatewayConfig, Namespace, Node,
+    Object, RouteVersion, Secret, Service, StaticService, UdpRoute,
 };
 use super::{Finding, schema};
 
@@ -31,6 +31,8 @@ pub(crate) struct Store<'a> {
     pub secrets: BTreeMap<Key, &'a Secret>,
     pub services: BTreeMap<Key, &'a Service>,
     pub slices: Vec<&'a EndpointSlice>,
+    /// core/v1 Endpoints by the name of their Service.
+    pub endpoints: BTreeMap<Key, &'a Endpoints>,
     pub namespaces: BTreeMap<String, &'a Namespace>,
     pub nodes: BTreeMap<String, &'a Node>,
     /// `Kind key` of objects that failed the schema checks, with the reason; consulted to
@@ -124,6 +126,9 @@ impl<'a> Store<'a> {
                 self.services.insert(k, o);
             }
             Object::EndpointSlice(o) => self.slices.push(o),
+            Object::Endpoints(o) => {
+                self.endpoints.insert(k, o);
+            }
             Object::Namespace(o) => {
                 self.namespaces.insert(m.name.clone(), o);
             }

@@ -554,14 +554,24 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_uclient_within(args, 60)
+}
+
+/// Runs `timeout SECS turnutils_uclient ARGS...` and parses its summary (none if it had to
+/// be stopped: a client whose relay went away waits long for lost packets).
+pub fn run_uclient_within<I, S>(args: I, secs: u64) -> UclientReport
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let bin = require_tool("turnutils_uclient");
     let args: Vec<String> = args
         .into_iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
         .collect();
     let mut cmd = Command::new("timeout");
-    cmd.arg("60").arg(&bin).args(&args);
-    let out = run_with_timeout(cmd, Duration::from_secs(75));
+    cmd.arg(secs.to_string()).arg(&bin).args(&args);
+    let out = run_with_timeout(cmd, Duration::from_secs(secs + 15));
     let output = out.combined();
     let (totals, lost_pct) = parse_uclient_output(&output);
     UclientReport {
