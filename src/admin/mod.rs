@@ -9,6 +9,7 @@
 mod health;
 mod http;
 mod metrics;
+mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
