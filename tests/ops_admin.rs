@@ -225,3 +225,136 @@ fn drain_timeout_and_forced_readiness() {
     assert!(status.success(), "exit status {status}\n{}", p.log());
     assert!(p.log().contains("drain timeout"));
 }
+
+/// A command's trimmed stdout (panics with its stderr if it fails).
+fn run_out(prog: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(require_tool(prog))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {prog}: {e}"));
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// (soft, hard) RLIMIT_NOFILE of a process, as `prlimit` reads it.
+fn nofile(pid: u32) -> (u64, u64) {
+    let out = run_out(
+        "prlimit",
+        &[
+            "--pid",
+            &pid.to_string(),
+            "--nofile",
+            "--noheadings",
+            "--raw",
+            "--output",
+            "SOFT,HARD",
+        ],
+    );
+    let mut it = out.split_whitespace().map(|v| v.parse().expect("limit"));
+    (it.next().expect("soft"), it.next().expect("hard"))
+}
+
+/// User + system CPU ticks of a process (fields 14 and 15 of /proc/PID/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().expect("ticks"))
+        .collect();
+    f[0] + f[1]
+}
+
+/// The standard process series, each checked against what the kernel says about the
+/// daemon through another channel (prlimit, /proc/PID/status, getconf, /proc/PID/fd), and
+/// computed at scrape time: a limit changed from outside shows on the next scrape.
+#[test]
+fn process_series_describe_the_running_daemon() {
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let (mut p, _f, cfg) = start(&[], &[]);
+    let pid = p.pid();
+    let hz: f64 = run_out("getconf", &["CLK_TCK"]).parse().expect("CLK_TCK");
+
+    let before = cpu_ticks(pid) as f64 / hz;
+    let (code, body) = http_get(cfg.metrics, "/metrics").expect("scrape");
+    let after = cpu_ticks(pid) as f64 / hz;
+    assert_eq!(code, 200);
+    let get = |s: &str| metric(&body, s).unwrap_or_else(|| panic!("no {s} in\n{body}"));
+    for (name, typ) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            body.contains(&format!("\n# TYPE {name} {typ}\n")),
+            "{name} {typ}"
+        );
+    }
+
+    let cpu = get("process_cpu_seconds_total");
+    assert!(
+        before <= cpu && cpu <= after,
+        "cpu {cpu} outside [{before}, {after}]"
+    );
+    let start = get("process_start_time_seconds");
+    assert!(
+        start >= t0 - 1.0 && start <= t0 + 30.0,
+        "start time {start}, test began at {t0}"
+    );
+
+    // Resident memory against VmRSS (kB) of /proc/PID/status, read right after.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {status}"))
+    };
+    let rss = get("process_resident_memory_bytes");
+    let vm_rss = kb("VmRSS:") * 1024.0;
+    assert!(
+        rss > 1e6 && (rss - vm_rss).abs() < vm_rss * 0.25,
+        "rss {rss} vs VmRSS {vm_rss}"
+    );
+    let vsz = get("process_virtual_memory_bytes");
+    assert!(vsz > rss, "virtual {vsz} resident {rss}");
+
+    // Open fds: the daemon's sockets, eventfds and the scrape's own connection.
+    let fds = get("process_open_fds");
+    let listed = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .count() as f64;
+    assert!(
+        fds >= 5.0 && (fds - listed).abs() <= 4.0,
+        "open fds {fds}, /proc lists {listed}"
+    );
+
+    // Max fds is the soft RLIMIT_NOFILE, read at each scrape.
+    let (soft, hard) = nofile(pid);
+    assert_eq!(get("process_max_fds"), soft as f64);
+    let lowered = soft - 7;
+    run_out(
+        "prlimit",
+        &[
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={lowered}:{hard}"),
+        ],
+    );
+    assert_eq!(nofile(pid).0, lowered);
+    assert_eq!(scrape(cfg.metrics, "process_max_fds"), Some(lowered as f64));
+    p.assert_running("after scrapes");
+}

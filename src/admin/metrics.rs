@@ -1,18 +1,20 @@
 //! The Prometheus text exposition (spec 3.9), written by hand at scrape time.
 //!
 //! Why not the `metrics` crate and its Prometheus exporter: every value here already exists
-//! as a plain counter in a worker's published report and is summed when scraped. Feeding
-//! those through a global recorder would mean copying absolute values into handles on
-//! every scrape, keeping label sets of removed listeners alive in the recorder, and one
-//! more global; writing the dozen series directly is shorter, has no global state and
-//! keeps every label set bounded by the config (listener and cluster names) or by a fixed
-//! enum (drop reasons, reload results).
+//! as a plain counter in a worker's published report and is summed when scraped. Through a
+//! recorder, a scrape took 4-10x the time and 30-290x the allocations (`benches/metrics.rs`,
+//! figures in docs/operations.md), emitted series in a different order each time, could not
+//! type a float counter (`process_cpu_seconds_total`) as a counter and kept label sets of
+//! removed listeners. Writing the series directly has no global state and keeps every label
+//! set bounded by the config (listener and cluster names) or by a fixed enum (drop reasons,
+//! reload results).
 
 use std::fmt::Write as _;
 
 use hyper::{Response, StatusCode};
 
 use super::http::{Body, respond};
+use super::process::ProcessSample;
 use super::{AdminState, ReloadResult};
 use crate::turn::DropReason;
 
@@ -240,42 +242,57 @@ pub fn render(state: &AdminState) -> String {
         "1 when /ready answers 200, else 0",
     );
     w.sample("stunnerd_ready", &[], u64::from(state.ready_for_probe()));
-    process_series(&mut w);
+    process_series(&mut w, &ProcessSample::read());
     w.out
 }
 
-/// A few `process_*` series from /proc, the ones upstream's dashboards use.
-fn process_series(w: &mut Writer) {
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        w.family(
+/// The standard process series, with the names, types and help texts of the Prometheus
+/// client libraries' process collectors (what upstream's Go registry serves).
+fn process_series(w: &mut Writer, p: &ProcessSample) {
+    let series: [(&str, &str, &str, Option<f64>); 6] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
             "process_open_fds",
             "gauge",
-            "Number of open file descriptors",
-        );
-        w.sample("process_open_fds", &[], fds.count() as u64);
+            "Number of open file descriptors.",
+            p.open_fds.map(|v| v as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds.map(|v| v as f64),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_memory_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, typ, help, value) in series {
+        if let Some(v) = value {
+            w.family(name, typ, help);
+            w.sample_f64(name, v);
+        }
     }
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return;
-    };
-    let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().ok());
-    let (Some(Some(virt)), Some(Some(rss))) = (fields.next(), fields.next()) else {
-        return;
-    };
-    // Reading the page size needs `sysconf` (unsafe, and `unsafe` is denied outside
-    // transport/); 4 KiB is the page size of the x86_64 and common aarch64 Linux kernels.
-    const PAGE: u64 = 4096;
-    w.family(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes",
-    );
-    w.sample("process_resident_memory_bytes", &[], rss * PAGE);
-    w.family(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes",
-    );
-    w.sample("process_virtual_memory_bytes", &[], virt * PAGE);
 }
 
 #[derive(Default)]
@@ -305,6 +322,20 @@ impl Writer {
         }
         let _ = writeln!(self.out, " {value}");
     }
+
+    /// A sample without labels whose value is not an integer (seconds).
+    fn sample_f64(&mut self, name: &str, value: f64) {
+        // Rust's shortest round-trip form ("0.25", "1764800000.5"); the text format spells
+        // the non-finite values +Inf, -Inf and NaN.
+        let _ = if value.is_nan() {
+            writeln!(self.out, "{name} NaN")
+        } else if value.is_infinite() {
+            let sign = if value > 0.0 { '+' } else { '-' };
+            writeln!(self.out, "{name} {sign}Inf")
+        } else {
+            writeln!(self.out, "{name} {value}")
+        };
+    }
 }
 
 /// Label values are config names: escape what the text format requires.
@@ -328,5 +359,73 @@ mod tests {
         let mut w = Writer::default();
         w.sample("m", &[("name", "a\"b\\c\nd")], 3);
         assert_eq!(w.out, "m{name=\"a\\\"b\\\\c\\nd\"} 3\n");
+    }
+
+    #[test]
+    fn float_samples_in_text_format_spelling() {
+        let mut w = Writer::default();
+        for v in [
+            0.25,
+            1764800000.5,
+            3.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            w.sample_f64("s", v);
+        }
+        assert_eq!(
+            w.out,
+            "s 0.25\ns 1764800000.5\ns 3\ns +Inf\ns -Inf\ns NaN\n"
+        );
+    }
+
+    #[test]
+    fn process_series_names_types_and_help() {
+        let mut w = Writer::default();
+        let p = ProcessSample {
+            cpu_seconds: Some(1.5),
+            resident_memory_bytes: Some(8 << 20),
+            virtual_memory_bytes: Some(64 << 20),
+            open_fds: Some(12),
+            max_fds: Some(1024),
+            start_time_seconds: Some(1764800000.25),
+        };
+        process_series(&mut w, &p);
+        let want = "\
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 1.5
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 12
+# HELP process_max_fds Maximum number of open file descriptors.
+# TYPE process_max_fds gauge
+process_max_fds 1024
+# HELP process_virtual_memory_bytes Virtual memory size in bytes.
+# TYPE process_virtual_memory_bytes gauge
+process_virtual_memory_bytes 67108864
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 8388608
+# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 1764800000.25
+";
+        assert_eq!(w.out, want);
+        // A figure that could not be read is left out, HELP and TYPE included.
+        let mut w = Writer::default();
+        process_series(
+            &mut w,
+            &ProcessSample {
+                open_fds: Some(3),
+                ..ProcessSample::default()
+            },
+        );
+        assert_eq!(
+            w.out,
+            "# HELP process_open_fds Number of open file descriptors.\n\
+             # TYPE process_open_fds gauge\nprocess_open_fds 3\n"
+        );
     }
 }

@@ -9,12 +9,15 @@
 mod health;
 mod http;
 mod metrics;
+mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use http::{Endpoint, Server, parse_endpoint};
+pub use metrics::render as render_metrics;
+pub use process::ProcessSample;
 
 use crate::snapshot::Store;
 use crate::transport::stats::{StatsSlot, WorkerReport, sum};
@@ -141,6 +144,11 @@ impl AdminState {
         if let Some(i) = ReloadResult::ALL.iter().position(|x| *x == r) {
             self.reloads[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// What the `stunner_listener_connections` gauge shows for a TURN-UDP listener.
+    pub fn udp_sockets(&self) -> u64 {
+        self.udp_sockets
     }
 
     pub fn reloads(&self, r: ReloadResult) -> u64 {
