@@ -10,6 +10,7 @@
 pub mod cds;
 pub mod file;
 pub mod manifests;
+pub mod watch;
 
 use std::sync::Arc;
 
