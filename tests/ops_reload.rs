@@ -394,3 +394,76 @@ fn idle_cds_server_stays_off_the_file_system() {
     let warnings = log.matches("also defined elsewhere").count();
     assert_eq!(warnings, 1, "the duplicate is warned about once:\n{log}");
 }
+
+/// The subject CN a new DTLS session to `port` is served (openssl s_client).
+fn dtls_served_cn(port: u16) -> Option<String> {
+    let mut cmd = Command::new(require_tool("openssl"));
+    cmd.args([
+        "s_client",
+        "-dtls",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let out = run_with_timeout(cmd, Duration::from_secs(5));
+    let text = out.combined();
+    let subject = text.lines().find(|l| l.starts_with("subject="))?;
+    Some(subject.rsplit("CN = ").next()?.trim().to_string())
+}
+
+/// Without `-w` certificate files are not followed; SIGHUP re-reads them, and a TURN-DTLS
+/// listener serves the new certificate to new sessions without restarting.
+#[test]
+fn sighup_reloads_dtls_certificate_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (c1, k1) = cert_pair("dtls-one.example");
+    std::fs::write(&cert, &c1).expect("cert");
+    std::fs::write(&key, &k1).expect("key");
+    let cfg = new_cfg("ops/dtls");
+    let dtls_port = free_udp_tcp_port();
+    let mut v: serde_json::Value = serde_json::from_str(&cfg.json()).expect("json");
+    v["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(json!({
+            "name": "dtls", "protocol": "TURN-DTLS", "address": "127.0.0.1", "port": dtls_port,
+            "cert": cert.display().to_string(), "key": key.display().to_string(),
+            "routes": ["local"],
+        }));
+    let conf = dir.path().join("stunnerd.json");
+    std::fs::write(&conf, v.to_string()).expect("config");
+    let mut p = start_on_file(&conf, &cfg, &[]);
+    let peer = echo_peer();
+    let client = live_allocation(cfg.listeners[0].1, &peer);
+    assert_eq!(
+        dtls_served_cn(dtls_port).as_deref(),
+        Some("dtls-one.example"),
+        "{}",
+        p.log()
+    );
+
+    let (c2, k2) = cert_pair("dtls-two.example");
+    write_atomic(&cert, &c2);
+    write_atomic(&key, &k2);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        dtls_served_cn(dtls_port).as_deref(),
+        Some("dtls-one.example"),
+        "without -w the files are read on SIGHUP only"
+    );
+    signal(p.pid(), "HUP");
+    assert!(
+        wait_for(Duration::from_secs(5), || dtls_served_cn(dtls_port)
+            .as_deref()
+            == Some("dtls-two.example")),
+        "{}",
+        p.log()
+    );
+    p.assert_running("after SIGHUP");
+    assert!(relay_roundtrip(&client, &peer, b"udp kept"));
+    let log = p.log();
+    assert!(
+        log.contains("certificate reloaded from file") && log.contains("[\"dtls\"]"),
+        "{log}"
+    );
+}
