@@ -82,22 +82,13 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// The signals stunnerd handles, installed before anything else so that an early SIGHUP
-/// does not kill the process.
+/// The signals stunnerd handles. SIGHUP is caught from the start (an early one must not
+/// kill the process); SIGTERM/SIGINT only once the daemon serves, so that until then they
+/// still end a start-up stuck on its first config (a CDS server that does not answer).
 struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
-}
-
-impl Signals {
-    fn install() -> Option<Signals> {
-        Some(Signals {
-            term: signal(SignalKind::terminate()).ok()?,
-            int: signal(SignalKind::interrupt()).ok()?,
-            hup: signal(SignalKind::hangup()).ok()?,
-        })
-    }
 }
 
 /// A received signal, by what it asks for.
@@ -107,6 +98,14 @@ enum Sig {
 }
 
 impl Signals {
+    fn install(hup: Signal) -> Option<Signals> {
+        Some(Signals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup,
+        })
+    }
+
     async fn next(&mut self) -> Sig {
         tokio::select! {
             _ = self.term.recv() => Sig::Stop("SIGTERM"),
@@ -117,7 +116,7 @@ impl Signals {
 }
 
 async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>) -> ExitCode {
-    let Some(signals) = Signals::install() else {
+    let Ok(hup) = signal(SignalKind::hangup()) else {
         return fail("cannot install signal handlers");
     };
     let id = cli.instance_id(&*env);
@@ -214,6 +213,9 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
     let (files_tx, files_rx) = watch::channel(Vec::new());
     let answers = dns::Answers::default();
 
+    let Some(signals) = Signals::install(hup) else {
+        return fail("cannot install signal handlers");
+    };
     let mut rec = reconcile::Reconciler {
         store: store.clone(),
         admin: Arc::clone(&admin),
