@@ -30,6 +30,8 @@ command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)
+# strace: tests/ops_reload.rs counts the file-system calls of idle watchers with it.
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 # Build dependencies: openssl-sys (TURN-DTLS) links the system OpenSSL via pkg-config.
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)

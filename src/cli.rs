@@ -21,8 +21,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use clap::{ArgAction, Args, Parser};
+use clap::{ArgAction, Args, CommandFactory, Parser};
 
 use crate::log::LogFormat;
 
@@ -57,12 +58,15 @@ fn parse_log_format(s: &str) -> Result<LogFormat, std::convert::Infallible> {
     about = "STUNner dataplane daemon: a STUN/TURN server driven by a STUNner config",
     // Keep the doc comment above (which is about the code) out of `--help`.
     long_about = None,
+    version,
+    override_usage = "stunnerd [OPTIONS] [TURN-URI]\n       stunnerd COMMAND [ARGS]...",
     args_override_self = true
 )]
 pub struct Cli {
     /// Config origin: `IP:port` or an HTTP/WS URL of the CDS server, the literal `k8s` to
-    /// discover the CDS server in Kubernetes, or `file://<path>` (a bare path naming an
-    /// existing file also works). Overrides STUNNER_CONFIG_ORIGIN; default `:13478`.
+    /// discover the CDS server in Kubernetes, or `file://<path>` (a bare path also works:
+    /// an existing file or directory, or anything starting with `/`, `./`, `../` or ending
+    /// in .yaml/.yml/.json/.conf). Overrides STUNNER_CONFIG_ORIGIN; default `:13478`.
     #[arg(
         short = 'c',
         long = "config",
@@ -358,9 +362,10 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 impl Origin {
     /// Classifies an origin string following upstream's grammar, with one deviation: a bare
-    /// string (no scheme) that names an existing regular file is a file origin. Upstream turns
-    /// it into `http://<path>`, which breaks its own documented `stunnerd -c stunnerd.conf`.
-    /// A directory (of Kubernetes manifests) counts too.
+    /// string (no scheme) that names an existing file or directory (of Kubernetes
+    /// manifests), or that looks like a path ([`looks_like_path`]), is a file origin.
+    /// Upstream turns it into `http://<path>`, which breaks its own documented
+    /// `stunnerd -c stunnerd.conf` and answers a mistyped path with a connection error.
     pub fn parse(s: &str) -> Origin {
         Self::parse_with(s, |p| p.is_file() || p.is_dir())
     }
@@ -379,10 +384,119 @@ impl Origin {
         {
             return Origin::Cds(s.to_owned());
         }
-        if !s.is_empty() && is_file(Path::new(s)) {
+        if !s.is_empty() && (is_file(Path::new(s)) || looks_like_path(s)) {
             return Origin::File(PathBuf::from(s));
         }
         Origin::Cds(format!("http://{s}"))
+    }
+}
+
+/// Whether a bare origin (no scheme) is meant as a file even if it does not exist: an
+/// absolute or `./`/`../` path, or a name ending in a config file extension that has no
+/// `:` (so `host:port` CDS addresses never qualify).
+pub fn looks_like_path(s: &str) -> bool {
+    let ext = Path::new(s)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| {
+            ["yaml", "yml", "json", "conf"]
+                .iter()
+                .any(|x| e.eq_ignore_ascii_case(x))
+        });
+    s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || (ext && !s.contains(':'))
+}
+
+/// A TURN URI without its user and password, for logs.
+pub fn uri_without_credentials(uri: &str) -> String {
+    let (scheme, rest) = match uri.split_once(':') {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, uri),
+    };
+    let slashes = if rest.starts_with("//") { "//" } else { "" };
+    let rest = &rest[slashes.len()..];
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let rest = match rest[..host_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}:{slashes}{rest}"),
+        None => rest.to_string(),
+    }
+}
+
+/// A `stunnerd` subcommand: dispatched on the first argument, before the daemon's own
+/// parser sees the arguments (each has its own flags).
+pub struct Subcommand {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Entry point; gets the whole argument list, program name first.
+    pub run: fn(Vec<String>) -> ExitCode,
+}
+
+/// Every subcommand. `stunnerd --help` and `stunnerd help` list them from here, and `main`
+/// dispatches through it: a new subcommand is one entry.
+pub const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "render",
+        about: "Render stunnerd configs (and Services, Deployments, statuses) from Gateway API manifests, as the STUNner operator would",
+        run: crate::k8s::cli::render_main,
+    },
+    Subcommand {
+        name: "cds-server",
+        about: "Serve stunnerd configs from files or manifests over the STUNner CDS API",
+        run: crate::cds::main,
+    },
+    Subcommand {
+        name: "help",
+        about: "Print this help, or a subcommand's (`stunnerd help render`)",
+        run: help_main,
+    },
+];
+
+/// The subcommand named `name`, if any.
+pub fn subcommand(name: &str) -> Option<&'static Subcommand> {
+    SUBCOMMANDS.iter().find(|c| c.name == name)
+}
+
+/// The daemon's command with the subcommand list in its help.
+pub fn command() -> clap::Command {
+    let width = SUBCOMMANDS.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let mut text = String::from("Commands:\n");
+    for c in SUBCOMMANDS {
+        text.push_str(&format!("  {:width$}  {}\n", c.name, c.about));
+    }
+    text.push_str(
+        "\nWithout a command, stunnerd runs the TURN server. `stunnerd COMMAND --help` shows a command's flags.\n\
+         Signals: SIGTERM/SIGINT drain (a second one exits at once), SIGHUP re-reads the config and certificate files.",
+    );
+    Cli::command().after_help(text)
+}
+
+/// Parse the process's arguments for the daemon (exits on `--help`, `--version` or a usage
+/// error, as clap does).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `stunnerd help [COMMAND]`.
+fn help_main(args: Vec<String>) -> ExitCode {
+    let program = args.first().cloned().unwrap_or_else(|| "stunnerd".into());
+    match args.get(2).map(|a| (a, subcommand(a))) {
+        Some((_, Some(c))) if c.name != "help" => {
+            (c.run)(vec![program, c.name.to_string(), "--help".to_string()])
+        }
+        Some((name, _)) if name != "help" => {
+            eprintln!("stunnerd help: unknown command {name:?}");
+            let _ = command().print_help();
+            ExitCode::from(2)
+        }
+        _ => {
+            let _ = command().print_help();
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -567,7 +681,6 @@ impl fmt::Debug for KubeFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
     use clap::error::ErrorKind;
     use std::collections::HashMap;
 
@@ -876,6 +989,41 @@ mod tests {
     }
 
     #[test]
+    fn version_flag() {
+        for v in ["-V", "--version"] {
+            let e = command()
+                .try_get_matches_from(["stunnerd", v])
+                .expect_err("version exits");
+            assert_eq!(e.kind(), ErrorKind::DisplayVersion);
+            assert_eq!(e.exit_code(), 0);
+            assert!(e.to_string().contains(env!("CARGO_PKG_VERSION")));
+        }
+    }
+
+    #[test]
+    fn help_lists_every_subcommand() {
+        let help = command().render_help().to_string();
+        for c in SUBCOMMANDS {
+            assert!(help.contains(&format!("  {}", c.name)), "{help}");
+            assert!(help.contains(c.about), "{}: {help}", c.name);
+            assert_eq!(subcommand(c.name).map(|s| s.name), Some(c.name));
+        }
+        assert!(subcommand("turn://x").is_none());
+    }
+
+    #[test]
+    fn uri_credentials_are_dropped() {
+        assert_eq!(
+            uri_without_credentials("turn://user:secret@127.0.0.1:3478?transport=udp"),
+            "turn://127.0.0.1:3478?transport=udp"
+        );
+        assert_eq!(uri_without_credentials("turns:u:p@h:5349"), "turns:h:5349");
+        assert_eq!(uri_without_credentials("turn:1.2.3.4"), "turn:1.2.3.4");
+        assert_eq!(uri_without_credentials("x@y"), "y");
+        assert_eq!(uri_without_credentials(""), "");
+    }
+
+    #[test]
     fn positionals() {
         let c = parse(&["turn://u:p@1.2.3.4:3478"]);
         assert_eq!(c.turn_uri(), Some("turn://u:p@1.2.3.4:3478"));
@@ -924,11 +1072,26 @@ mod tests {
         );
         assert_eq!(p("file://rel.conf"), Origin::File("rel.conf".into()));
         assert_eq!(p("FILE:///x"), Origin::File("/x".into()));
-        // Upstream quirk kept for paths that do not exist: a bare path is a CDS address.
-        assert_eq!(
-            p("/etc/stunnerd/stunnerd.conf"),
-            Origin::Cds("http:///etc/stunnerd/stunnerd.conf".into())
-        );
+        // Our deviation: a bare string that looks like a path is a file even when missing
+        // (upstream makes it `http:///etc/...`), so the error names the file.
+        for path in [
+            "/etc/stunnerd/stunnerd.conf",
+            "./stunnerd.yaml",
+            "../x",
+            "stunnerd.YAML",
+            "c.json",
+        ] {
+            assert_eq!(p(path), Origin::File(path.into()), "{path}");
+        }
+        // Host names and host:port stay CDS addresses.
+        for cds in [
+            "cds.example",
+            "cds:13478",
+            "stunnerd.conf:13478",
+            "localhost",
+        ] {
+            assert_eq!(p(cds), Origin::Cds(format!("http://{cds}")), "{cds}");
+        }
         assert_eq!(p(""), Origin::Cds("http://".into()));
         // Our deviation: a bare path naming an existing file is a file origin.
         let always = |_: &Path| true;
@@ -956,7 +1119,7 @@ mod tests {
         assert_eq!(Origin::parse(d), Origin::File(dir.path().to_path_buf()));
         let missing = dir.path().join("missing.conf");
         let m = missing.to_str().unwrap();
-        assert_eq!(Origin::parse(m), Origin::Cds(format!("http://{m}")));
+        assert_eq!(Origin::parse(m), Origin::File(missing.clone()));
     }
 
     #[test]

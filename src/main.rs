@@ -1,30 +1,19 @@
-//! `stunnerd`: parse flags, hand over to the runtime.
+//! `stunnerd`: dispatch a subcommand, or parse the daemon's flags and hand over to the
+//! runtime.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    // `stunnerd render ...` is the Kubernetes adapter's CLI, not a daemon invocation; it
-    // has its own flags, so it is dispatched before the daemon's parser sees them.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "render") {
+    // Subcommands (`render`, `cds-server`, `help`, ...) have their own flags, so they are
+    // dispatched before the daemon's parser sees the arguments.
+    let first = std::env::args_os().nth(1);
+    if let Some(cmd) = first.and_then(|a| a.to_str().and_then(stunnerd::cli::subcommand)) {
         let args = std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        return stunnerd::k8s::cli::render_main(args);
+        return (cmd.run)(args);
     }
-    // `stunnerd cds-server ...` serves configs to other stunnerd (spec 4.3); like `render`
-    // it has its own flags.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == "cds-server")
-    {
-        let args = std::env::args_os()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        return stunnerd::cds::main(args);
-    }
-    let cli = stunnerd::cli::Cli::parse();
+    let cli = stunnerd::cli::parse();
     stunnerd::transport::sockopt::set_socket_buffer(cli.socket_buffer_size);
     stunnerd::runtime::run(cli)
 }

@@ -4,14 +4,16 @@
 //!
 //! Configs come from a directory of config files (JSON or YAML, one config each, keyed by
 //! its `admin.name`) and/or from Kubernetes manifests rendered by the k8s adapter. Sources
-//! are re-read every second: a new or changed config is pushed to its watchers, a removed
-//! one is pushed as the zero config (a delete, which stunnerd ignores), and a file that
-//! stops parsing keeps its last good config, so a half-written edit never reaches clients.
+//! are re-read when the watch ([`crate::source::watch`]) reports a change: a new or
+//! changed config is pushed to its watchers, a removed one is pushed as the zero config (a
+//! delete, which stunnerd ignores), and a file that stops parsing keeps its last good
+//! config, so a half-written edit never reaches clients. A warning about the sources is
+//! logged once per change of the sources, not on every re-read.
 
 mod server;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,14 +26,10 @@ use tracing::{error, info, warn};
 use crate::config;
 use crate::k8s::Mode;
 use crate::log::{self, LogFormat};
+use crate::source::watch::Watch;
 use crate::source::{manifests, one_line};
 use server::Shared;
 use store::ConfigStore;
-
-/// How often the sources are re-read without a notification.
-const RESCAN: Duration = Duration::from_secs(1);
-/// Wait after a notification before re-reading.
-const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// `stunnerd cds-server` flags.
 #[derive(Parser, Debug)]
@@ -142,24 +140,17 @@ async fn run(a: CdsArgs, mode: Mode, nodes: BTreeMap<String, String>) -> ExitCod
         listener.local_addr().map_or_else(|_| a.addr.clone(), |l| l.to_string())
     );
     let srv = tokio::spawn(server::serve(listener, Arc::clone(&shared)));
-    let (poke_tx, mut poke_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watched: Vec<PathBuf> = a.manifests.clone();
     watched.extend(a.dir.clone());
-    // Notifications make an edit reach the watchers at once; the rescan period is the
-    // backstop for file systems that do not notify.
-    let _watcher = watch_paths(&watched, poke_tx);
+    // Notifications make an edit reach the watchers at once; the watch's safety poll is
+    // the backstop for file systems that do not notify.
     let rescan = {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            let mut watch = Watch::new("cds-server");
             loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(RESCAN) => {}
-                    Some(()) = poke_rx.recv() => {
-                        // A save is often several events: let the burst finish.
-                        tokio::time::sleep(DEBOUNCE).await;
-                        while poke_rx.try_recv().is_ok() {}
-                    }
-                }
+                watch.follow(watched.iter().cloned());
+                watch.changed().await;
                 let (up, del) = shared.store.replace_all(sources.scan());
                 if up + del > 0 {
                     info!(target: "cds-server", "configs updated: {up} changed, {del} removed");
@@ -172,35 +163,6 @@ async fn run(a: CdsArgs, mode: Mode, nodes: BTreeMap<String, String>) -> ExitCod
     rescan.abort();
     srv.abort();
     code
-}
-
-/// Watch the given files and directories (non-recursively; a file through its directory,
-/// which also sees renames over it). `None` if notifications are unavailable.
-fn watch_paths(
-    paths: &[PathBuf],
-    tx: tokio::sync::mpsc::Sender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            // Full: a re-read is already pending.
-            let _ = tx.try_send(());
-        }
-    })
-    .ok()?;
-    for p in paths {
-        let target = if p.is_dir() {
-            p.clone()
-        } else {
-            p.parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        };
-        if let Err(e) = w.watch(&target, notify::RecursiveMode::NonRecursive) {
-            warn!(target: "cds-server", "cannot watch {} ({e}); re-reading every second", target.display());
-        }
-    }
-    Some(w)
 }
 
 async fn wait_signal() -> ExitCode {
@@ -229,6 +191,9 @@ struct Sources {
     rendered: BTreeMap<String, Value>,
     /// The last manifest error reported, so a broken manifest is logged once.
     manifest_error: Option<String>,
+    /// Warnings given about the current state of the sources (duplicate ids, an unreadable
+    /// directory): each is logged when it first appears, again only after it went away.
+    warned: BTreeSet<String>,
 }
 
 impl Sources {
@@ -240,6 +205,7 @@ impl Sources {
             files: BTreeMap::new(),
             rendered: BTreeMap::new(),
             manifest_error: None,
+            warned: BTreeSet::new(),
         }
     }
 
@@ -247,20 +213,30 @@ impl Sources {
     /// rendered config of the same id).
     fn scan(&mut self) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
+        let mut warnings = BTreeSet::new();
         if !self.manifests.is_empty() {
             self.scan_manifests();
             out.extend(self.rendered.clone());
         }
         if let Some(dir) = self.dir.clone() {
-            self.scan_dir(&dir);
+            if let Err(w) = self.scan_dir(&dir) {
+                warnings.insert(w);
+            }
             for (path, (_, cfg)) in &self.files {
                 if let Some((id, v)) = cfg {
                     if out.insert(id.clone(), v.clone()).is_some() {
-                        warn!(target: "cds-server", "{}: config {id} also defined elsewhere; this file wins", path.display());
+                        warnings.insert(format!(
+                            "{}: config {id} also defined elsewhere; this file wins",
+                            path.display()
+                        ));
                     }
                 }
             }
         }
+        for w in warnings.difference(&self.warned) {
+            warn!(target: "cds-server", "{w}");
+        }
+        self.warned = warnings;
         out
     }
 
@@ -285,10 +261,14 @@ impl Sources {
         }
     }
 
-    fn scan_dir(&mut self, dir: &Path) {
+    /// Re-read the config files of `dir`; an error (the directory is unreadable) is a
+    /// warning for the caller to give once.
+    fn scan_dir(&mut self, dir: &Path) -> Result<(), String> {
         let Ok(entries) = std::fs::read_dir(dir) else {
-            warn!(target: "cds-server", "cannot read {}; keeping the configs it had", dir.display());
-            return;
+            return Err(format!(
+                "cannot read {}; keeping the configs it had",
+                dir.display()
+            ));
         };
         let mut seen = Vec::new();
         for e in entries.flatten() {
@@ -323,6 +303,7 @@ impl Sources {
             self.files.insert(path, (text, cfg));
         }
         self.files.retain(|p, _| seen.contains(p));
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@
 //! the rest keep their sockets and allocations, and route, cluster and credential changes
 //! reach existing allocations on their next packet.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Reconciler {
     pub answers: Answers,
     /// The STRICT_DNS names of the running config, for the resolver.
     pub dns_names: watch::Sender<Vec<String>>,
+    /// The certificate and key files the running config names, for the watch.
+    pub cert_files: watch::Sender<Vec<PathBuf>>,
 }
 
 /// `admin.loglevel` replaced by the CLI spec, as upstream does before reconciling.
@@ -58,6 +61,7 @@ impl Reconciler {
         mut self,
         mut events: mpsc::Receiver<SourceEvent>,
         mut dns: mpsc::Receiver<()>,
+        mut certs: mpsc::Receiver<()>,
         mut stop: watch::Receiver<bool>,
     ) -> Self {
         let mut source_done = false;
@@ -75,6 +79,7 @@ impl Reconciler {
                     None => source_done = true,
                 },
                 Some(()) = dns.recv() => self.refresh_dns(),
+                Some(()) = certs.recv() => self.refresh_certs(),
             }
             if *stop.borrow() {
                 return self;
@@ -93,7 +98,8 @@ impl Reconciler {
         self.admin.count_reload(result);
         warn!(
             target: "reconciler",
-            "could not reconcile new configuration (running configuration unchanged): {reason}"
+            "could not reconcile new configuration (running configuration unchanged): {}",
+            crate::source::one_line(reason)
         );
     }
 
@@ -153,6 +159,7 @@ impl Reconciler {
             admin::describe(&self.metrics)
         );
         self.publish_dns_names();
+        self.publish_cert_files();
         if ready_candidate {
             self.become_ready(generation).await;
         }
@@ -202,6 +209,83 @@ impl Reconciler {
             ))
         };
         Ok((health, metrics))
+    }
+
+    /// Tell the certificate watch which files to follow.
+    pub fn publish_cert_files(&self) {
+        let snap = self.store.load();
+        let mut files: Vec<PathBuf> = snap
+            .listeners
+            .iter()
+            .flat_map(|l| l.cert_files.iter().cloned())
+            .collect();
+        files.sort();
+        files.dedup();
+        self.cert_files.send_if_modified(|cur| {
+            if *cur == files {
+                false
+            } else {
+                *cur = files;
+                true
+            }
+        });
+    }
+
+    /// Certificate or key files may have changed: re-read them (by rebuilding the running
+    /// config's snapshot) and, if any TURN-TLS/DTLS listener's material changed, publish
+    /// the new snapshot. Workers hot-swap the certificate of those listeners only; every
+    /// listener keeps its sockets and allocations.
+    pub fn refresh_certs(&mut self) {
+        let cur = self.store.load();
+        let mut next = match Snapshot::build(cur.config.clone(), cur.generation + 1) {
+            Ok(s) => s,
+            Err(e) => return warn!(target: "reconciler", "cannot rebuild snapshot: {e}"),
+        };
+        let mut changed = Vec::new();
+        for l in &next.listeners {
+            let Some((_, old)) = cur.listener(&l.name) else {
+                continue;
+            };
+            if old.pem_digest == l.pem_digest {
+                continue;
+            }
+            let failed = match (&l.tls, &l.dtls) {
+                (Some(Err(e)), _) | (_, Some(Err(e))) => Some(e.clone()),
+                _ => None,
+            };
+            match failed {
+                Some(e) => warn!(
+                    target: "reconciler",
+                    "listener {}: certificate files changed but do not load ({e}); the running certificate stays",
+                    l.name
+                ),
+                None => changed.push(l.name.to_string()),
+            }
+        }
+        if next
+            .listeners
+            .iter()
+            .zip(&cur.listeners)
+            .all(|(n, o)| n.pem_digest == o.pem_digest)
+        {
+            debug!(target: "reconciler", "certificate files unchanged");
+            return;
+        }
+        // Keep the resolver's answers: only the certificates differ.
+        for (n, o) in next.clusters.iter_mut().zip(&cur.clusters) {
+            n.dns_ips = o.dns_ips.clone();
+        }
+        let generation = next.generation;
+        self.store.swap(next);
+        if let Some(w) = &self.workers {
+            w.nudge();
+        }
+        if !changed.is_empty() {
+            info!(
+                target: "reconciler",
+                "certificate reloaded from file (generation {generation}): listeners {changed:?}; new connections get the new certificate, existing ones and other listeners are untouched"
+            );
+        }
     }
 
     /// Tell the resolver which names to watch.

@@ -79,6 +79,11 @@ pub struct Listener {
     pub tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
     /// TURN-DTLS: the certificate and key, checked to load with openssl.
     pub dtls: Option<Result<tls::PemPair, String>>,
+    /// TURN-TLS/DTLS: digest of the certificate material as loaded ([`tls::pem_digest`]);
+    /// a kept listener whose digest changed hot-swaps its certificate.
+    pub pem_digest: u64,
+    /// TURN-TLS/DTLS: the certificate and key files named by path, for the watch.
+    pub cert_files: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -149,6 +154,22 @@ impl Snapshot {
                     .filter_map(|r| clusters.iter().position(|c| &*c.name == r.as_str()))
                     .collect();
                 routes.dedup();
+                let secure = matches!(
+                    l.protocol,
+                    ListenerProtocol::TurnTls | ListenerProtocol::TurnDtls
+                );
+                let pem = secure.then(|| tls::pem_pair(&l.cert, &l.key, l.relay_ip()));
+                let pem_digest = pem
+                    .as_ref()
+                    .map_or(0, |p| tls::pem_digest(&l.cert, &l.key, p));
+                let cert_files = if secure {
+                    [&l.cert, &l.key]
+                        .into_iter()
+                        .filter_map(|s| tls::input_path(s))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 Listener {
                     name: l.name.as_str().into(),
                     protocol: l.protocol,
@@ -157,14 +178,15 @@ impl Snapshot {
                     routes,
                     relay_ports: l.min_relay_port.zip(l.max_relay_port),
                     signature: listener_signature(l, &config.auth.realm),
-                    tls: (l.protocol == ListenerProtocol::TurnTls).then(|| {
-                        tls::pem_pair(&l.cert, &l.key, l.relay_ip())
-                            .and_then(|pem| tls::rustls_config(&pem))
-                    }),
-                    dtls: (l.protocol == ListenerProtocol::TurnDtls).then(|| {
-                        tls::pem_pair(&l.cert, &l.key, l.relay_ip())
-                            .and_then(|pem| tls::openssl_pair(&pem).map(|_| pem))
-                    }),
+                    tls: pem
+                        .clone()
+                        .filter(|_| l.protocol == ListenerProtocol::TurnTls)
+                        .map(|p| p.and_then(|pem| tls::rustls_config(&pem))),
+                    dtls: pem
+                        .filter(|_| l.protocol == ListenerProtocol::TurnDtls)
+                        .map(|p| p.and_then(|pem| tls::openssl_pair(&pem).map(|_| pem))),
+                    pem_digest,
+                    cert_files,
                 }
             })
             .collect();

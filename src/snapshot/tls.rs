@@ -4,8 +4,14 @@
 //! Kubernetes Secret; hand-written configs may also give PEM text or a path to a PEM file.
 //! With neither (a TURN URI in default-configuration mode), a self-signed certificate is
 //! generated for the listener address, as upstream does.
+//!
+//! Files named by path are re-read whenever a snapshot is built; [`pem_digest`] tells a
+//! worker whether the material of a listener it keeps changed (then it hot-swaps the
+//! certificate for new connections), and [`input_path`] tells the runtime which files to
+//! watch.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -40,27 +46,59 @@ pub fn pem_pair(cert: &str, key: &str, addr: IpAddr) -> Result<PemPair, String> 
     Ok(PemPair { cert, key })
 }
 
+/// A digest of a listener's certificate material as loaded (0 when none was configured,
+/// so a generated self-signed pair never counts as a change), or of why it did not load.
+pub fn pem_digest(cert: &str, key: &str, loaded: &Result<PemPair, String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if cert.trim().is_empty() && key.trim().is_empty() {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match loaded {
+        Ok(p) => (&p.cert, &p.key).hash(&mut h),
+        Err(e) => e.hash(&mut h),
+    }
+    h.finish()
+}
+
+/// The file a `cert` or `key` value names, if it is a path rather than PEM or base64 of
+/// PEM (the same rule [`pem_pair`] reads it by).
+pub fn input_path(s: &str) -> Option<PathBuf> {
+    let s = s.trim();
+    if s.is_empty() || s.starts_with("-----BEGIN") {
+        return None;
+    }
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .is_ok()
+    {
+        return None;
+    }
+    Some(PathBuf::from(s))
+}
+
 /// PEM from base64 of PEM, PEM text, or a path to a PEM file.
 fn pem_input(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty".into());
     }
+    if let Some(path) = input_path(s) {
+        return match std::fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if path.exists() => Err(format!("cannot read {s}: {e}")),
+            Err(_) => Err("neither base64 of PEM, PEM text, nor a readable file".into()),
+        };
+    }
     if s.starts_with("-----BEGIN") {
         return Ok(s.as_bytes().to_vec());
     }
     let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
-        if bytes.windows(10).any(|w| w == b"-----BEGIN") {
-            return Ok(bytes);
-        }
-        return Err("base64 value does not hold PEM".into());
+    match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
+        Ok(bytes) if bytes.windows(10).any(|w| w == b"-----BEGIN") => Ok(bytes),
+        _ => Err("base64 value does not hold PEM".into()),
     }
-    let path = std::path::Path::new(s);
-    if path.is_file() {
-        return std::fs::read(path).map_err(|e| format!("cannot read {s}: {e}"));
-    }
-    Err("neither base64 of PEM, PEM text, nor a readable file".into())
 }
 
 fn self_signed(addr: IpAddr) -> Result<PemPair, String> {
@@ -142,6 +180,35 @@ mod tests {
         )
         .unwrap();
         rustls_config(&text).unwrap();
+    }
+
+    #[test]
+    fn paths_are_told_from_pem_and_base64() {
+        let pem = pem_pair("", "", "127.0.0.1".parse().unwrap()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&pem.cert);
+        assert_eq!(input_path(&b64), None);
+        assert_eq!(input_path(std::str::from_utf8(&pem.cert).unwrap()), None);
+        assert_eq!(input_path("  "), None);
+        assert_eq!(
+            input_path(" /etc/letsencrypt/live/x/fullchain.pem "),
+            Some(PathBuf::from("/etc/letsencrypt/live/x/fullchain.pem"))
+        );
+        // A file's content is read, and its digest follows the content.
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, &pem.cert).unwrap();
+        std::fs::write(&k, &pem.key).unwrap();
+        let (cs, ks) = (c.to_str().unwrap(), k.to_str().unwrap());
+        let a = pem_pair(cs, ks, "0.0.0.0".parse().unwrap());
+        assert_eq!(a.as_ref().unwrap().cert, pem.cert);
+        let other = pem_pair("", "", "127.0.0.1".parse().unwrap()).unwrap();
+        std::fs::write(&c, &other.cert).unwrap();
+        std::fs::write(&k, &other.key).unwrap();
+        let b = pem_pair(cs, ks, "0.0.0.0".parse().unwrap());
+        assert_ne!(pem_digest(cs, ks, &a), pem_digest(cs, ks, &b));
+        assert_eq!(pem_digest("", "", &a), 0);
+        let err = pem_pair("/nonexistent/c.pem", ks, "0.0.0.0".parse().unwrap()).unwrap_err();
+        assert!(err.starts_with("cert:"), "{err}");
     }
 
     #[test]

@@ -7,26 +7,20 @@
 //! * Editors write a temporary file and rename it over the original.
 //! * Writers truncate and then write, so a read can see an empty file.
 //!
-//! So the watch is on the parent directory (which sees renames, symlink swaps and creations
-//! of the file) rather than on the file, every event just re-reads the path (following
-//! symlinks), and the content decides: an unchanged text or an empty read is not an update.
-//! A 1 s poll backs the notifications up, so a missed or unsupported event (a directory
-//! replaced wholesale, a network file system) costs at most a second.
+//! So the watch ([`super::watch::Watch`]) is on the parent directory (which sees renames,
+//! symlink swaps and creations of the file) rather than on the file, ignores access events
+//! (its own reads), and every change re-reads the path (following symlinks); the content
+//! decides: an unchanged text or an empty read is not an update. A safety poll that only
+//! stats the path every few seconds backs the notifications up; without notifications the
+//! file is polled every second.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use tracing::{info, warn};
 
+use super::watch::Watch;
 use super::{Env, Sink, SourceEvent, parse};
 use crate::config::StunnerConfig;
-
-/// The backstop poll period (also upstream's retry cadence for a missing file).
-const POLL: Duration = Duration::from_secs(1);
-/// Events arriving within this window after the first are handled by one re-read: a
-/// rename or symlink swap comes as a burst.
-const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Read and parse the file once. A directory or a file of Kubernetes manifests is
 /// rendered for Gateway `id` by the k8s adapter, as the operator would.
@@ -35,26 +29,31 @@ pub fn load(path: &Path, env: &Env, id: &str) -> Result<StunnerConfig, String> {
     parse(&text, env, &format!("config file {}", path.display()))
 }
 
-/// The config text at `path`: the file itself, or the config rendered from manifests.
+/// The config text at `path`: the file itself, or the config rendered from manifests (a
+/// directory, or a file of them). One read of the file.
 fn read(path: &Path, id: &str) -> Result<String, String> {
-    if super::manifests::is_manifests(path) {
+    if path.is_dir() {
         return super::manifests::render_for(path, id);
     }
-    std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    if super::manifests::is_manifest_text(&text) {
+        return super::manifests::render_for(path, id);
+    }
+    Ok(text)
 }
 
 /// Watch `path` until told to stop. The current content is emitted first.
 pub async fn watch(path: PathBuf, env: Env, id: String, mut sink: Sink) {
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<()>(1);
-    // The watcher lives as long as this task; dropping it stops its thread.
-    let _watcher = watch_parent(&path, ev_tx);
+    let mut watch = Watch::new("config-file-client");
     let shown = path.display().to_string();
     info!(target: "config-file-client", "watching config file {shown}");
 
     let mut last_text: Option<String> = None;
     let mut missing_logged = false;
     loop {
+        // Stamps first: a change between them and the read is seen by the next poll.
+        watch.follow([path.clone()]);
         match read(&path, &id) {
             // Truncate-then-write: wait for the write.
             Ok(text) if text.trim().is_empty() => {}
@@ -66,7 +65,7 @@ pub async fn watch(path: PathBuf, env: Env, id: String, mut sink: Sink) {
                     Err(reason) => SourceEvent::Invalid(reason),
                 };
                 // Remembered even when invalid, so a bad file is reported once, not
-                // every second; the next change of its content is read again.
+                // on every poll; the next change of its content is read again.
                 last_text = Some(text);
                 if !sink.send(ev).await {
                     return;
@@ -74,7 +73,7 @@ pub async fn watch(path: PathBuf, env: Env, id: String, mut sink: Sink) {
             }
             Err(e) => {
                 if !missing_logged {
-                    warn!(target: "config-file-client", "cannot read config file {shown}: {e}; retrying every second");
+                    warn!(target: "config-file-client", "{e}; waiting for it to appear");
                     missing_logged = true;
                 }
                 // When it comes back, emit it again even if unchanged (upstream does too;
@@ -84,49 +83,10 @@ pub async fn watch(path: PathBuf, env: Env, id: String, mut sink: Sink) {
         }
         tokio::select! {
             _ = sink.stop.changed() => return,
-            _ = tokio::time::sleep(POLL) => {}
-            got = ev_rx.recv() => {
-                if got.is_some() {
-                    tokio::time::sleep(DEBOUNCE).await;
-                    // Coalesce the rest of the burst.
-                    while ev_rx.try_recv().is_ok() {}
-                }
-            }
+            _ = watch.changed() => {}
         }
         if sink.stopped() {
             return;
         }
     }
-}
-
-/// A watcher on the directory holding `path` (non-recursive), poking `tx` on any event
-/// there. `None` (polling only) if the platform or the directory does not allow it.
-fn watch_parent(
-    path: &Path,
-    tx: tokio::sync::mpsc::Sender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    // A directory of manifests is watched itself; a file through its parent.
-    let dir = match path.parent() {
-        _ if path.is_dir() => path.to_path_buf(),
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let handler = move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            // Full means a poke is already pending: that one re-read covers this event.
-            let _ = tx.try_send(());
-        }
-    };
-    let mut w = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            warn!(target: "config-file-client", "file notifications unavailable ({e}); polling every second");
-            return None;
-        }
-    };
-    if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-        warn!(target: "config-file-client", "cannot watch {} ({e}); polling every second", dir.display());
-        return None;
-    }
-    Some(w)
 }

@@ -27,15 +27,9 @@ pub fn render_configs(paths: &[PathBuf], mode: Mode) -> Result<Vec<StunnerConfig
     Ok(out.configs)
 }
 
-/// Whether a file origin holds Kubernetes manifests rather than a stunnerd config: a
-/// directory, or a file whose first document has both `apiVersion` and `kind`.
-pub fn is_manifests(path: &Path) -> bool {
-    if path.is_dir() {
-        return true;
-    }
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
-    };
+/// Whether a file's text is Kubernetes manifests: its first document has both `apiVersion`
+/// and `kind`.
+pub fn is_manifest_text(text: &str) -> bool {
     let first = text.split("\n---").next().unwrap_or_default();
     let has = |key: &str| {
         first

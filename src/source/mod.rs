@@ -10,6 +10,7 @@
 pub mod cds;
 pub mod file;
 pub mod manifests;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -21,7 +22,8 @@ use crate::config::{self, StunnerConfig};
 pub enum SourceEvent {
     /// A parsed, validated config (possibly a zero config: the reconciler decides).
     Config(Box<StunnerConfig>),
-    /// A config that was refused, with the reason (no secrets: parse errors name fields).
+    /// A config that was refused, with the reason (no secrets: parse errors name fields);
+    /// one line per problem.
     Invalid(String),
 }
 
@@ -73,16 +75,20 @@ pub fn parse(text: &str, env: &Env, what: &str) -> Result<StunnerConfig, String>
             }
             Ok(parsed.config)
         }
-        Err(e) => Err(format!(
-            "{what}: invalid config: {}",
-            one_line(&e.to_string())
-        )),
+        Err(e) => {
+            let lines: Vec<String> = e.to_string().lines().map(|l| format!("  {l}")).collect();
+            Err(format!("{what}: invalid config:\n{}", lines.join("\n")))
+        }
     }
 }
 
 /// Multi-line error text as one log line.
 pub fn one_line(s: &str) -> String {
-    s.lines().collect::<Vec<_>>().join("; ")
+    s.lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ")
+        .replace(":; ", ": ")
 }
 
 /// Load a config once (no `-w`): read the file, or GET it from the CDS server.

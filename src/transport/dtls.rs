@@ -108,6 +108,8 @@ pub(super) struct DtlsListener {
     socket: MioUdp,
     v6: bool,
     ctx: SslContext,
+    /// Digest of the certificate material `ctx` was made from.
+    pem_digest: u64,
     /// The reusable SSL object that answers cookie-less hellos (made on first use, and again
     /// each time one becomes a session).
     listen: Option<SslStream<Datagrams>>,
@@ -410,6 +412,7 @@ impl Worker {
                 socket,
                 v6,
                 ctx: ctx.clone(),
+                pem_digest: l.pem_digest,
                 listen: None,
                 counters: ListenerCounters {
                     name: l.name.clone(),
@@ -419,6 +422,37 @@ impl Worker {
             });
         }
         Ok(())
+    }
+
+    /// Hot-swap the certificate of every kept TURN-DTLS listener socket whose certificate
+    /// material changed: new sessions get the new certificate (the stateless listen object
+    /// is remade from the new context), established ones keep theirs. A certificate that no
+    /// longer loads is not swapped in.
+    pub(super) fn refresh_dtls_certs(&mut self, snap: &Snapshot) {
+        for l in self.dtls_listeners.iter_mut().flatten() {
+            let Some((_, n)) = snap.listener(&l.name) else {
+                continue;
+            };
+            if n.pem_digest == l.pem_digest {
+                continue;
+            }
+            l.pem_digest = n.pem_digest;
+            let ctx = match &n.dtls {
+                Some(Ok(pem)) => dtls_context(pem),
+                Some(Err(e)) => Err(e.clone()),
+                None => continue,
+            };
+            match ctx {
+                Ok(ctx) => {
+                    l.ctx = ctx;
+                    l.listen = None;
+                    debug!(target: "listener", "worker {}: listener {}: new certificate for new sessions", self.index, l.name);
+                }
+                Err(e) => {
+                    debug!(target: "listener", "worker {}: listener {}: new DTLS certificate does not load ({e}); keeping the old one", self.index, l.name);
+                }
+            }
+        }
     }
 
     pub(super) fn close_dtls_listener(&mut self, slot: usize) {

@@ -45,6 +45,8 @@ pub(super) struct StreamListener {
     pub(super) signature: u64,
     pub(super) socket: TcpListener,
     pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Digest of the certificate material `tls` was made from.
+    pub(super) pem_digest: u64,
     pub(super) counters: ListenerCounters,
 }
 
@@ -108,6 +110,7 @@ impl Worker {
                 signature: l.signature,
                 socket,
                 tls: tls.clone(),
+                pem_digest: l.pem_digest,
                 counters: ListenerCounters {
                     name: l.name.clone(),
                     protocol: l.protocol.as_str(),
@@ -116,6 +119,33 @@ impl Worker {
             });
         }
         Ok(())
+    }
+
+    /// Hot-swap the certificate of every kept TURN-TLS listener socket whose certificate
+    /// material changed (a file named by path was replaced): new connections get the new
+    /// certificate, established ones keep theirs. A certificate that no longer loads is
+    /// not swapped in.
+    pub(super) fn refresh_stream_certs(&mut self, snap: &Snapshot) {
+        for l in self.stream_listeners.iter_mut().flatten() {
+            let Some((_, n)) = snap.listener(&l.name) else {
+                continue;
+            };
+            if l.tls.is_none() || n.pem_digest == l.pem_digest {
+                continue;
+            }
+            match &n.tls {
+                Some(Ok(cfg)) => {
+                    l.tls = Some(cfg.clone());
+                    l.pem_digest = n.pem_digest;
+                    debug!(target: "listener", "worker {}: listener {}: new certificate for new connections", self.index, l.name);
+                }
+                Some(Err(e)) => {
+                    l.pem_digest = n.pem_digest;
+                    debug!(target: "listener", "worker {}: listener {}: new TLS certificate does not load ({e}); keeping the old one", self.index, l.name);
+                }
+                None => {}
+            }
+        }
     }
 
     /// Close a stream listener socket and every connection it accepted.

@@ -341,7 +341,8 @@ impl Worker {
 
     /// Follow a new snapshot: close the sockets of removed or changed listeners (and the
     /// allocations on them), bind sockets for new or changed ones. Listeners whose
-    /// signature did not change keep their sockets and allocations.
+    /// signature did not change keep their sockets and allocations (and hot-swap their
+    /// certificate when only the content of its files changed).
     fn reconcile(&mut self, snap: &Snapshot) {
         for id in 0..self.listeners.len() {
             let Some(l) = &self.listeners[id] else {
@@ -376,6 +377,8 @@ impl Worker {
                 self.close_dtls_listener(slot);
             }
         }
+        self.refresh_stream_certs(snap);
+        self.refresh_dtls_certs(snap);
         for (idx, l) in snap.listeners.iter().enumerate() {
             let result = match l.protocol {
                 ListenerProtocol::TurnUdp => {
