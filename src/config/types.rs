@@ -152,8 +152,9 @@ impl fmt::Debug for AuthConfig {
 }
 
 /// `listeners[].protocol` (spec §2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ListenerProtocol {
+    #[default]
     TurnUdp,
     TurnTcp,
     TurnTls,

@@ -10,7 +10,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::turn::{ClientOutput, ConnectionId, RelayId, Relays, Server};
+use crate::turn::{ClientOutput, ConnectionId, Now, RelayId, Relays, Server};
 
 /// The TURN core of one worker and the buffer it writes answers into.
 pub struct Core {
@@ -70,6 +70,18 @@ pub fn apply(out: ClientOutput<'_>, io: &mut impl Io, reply: impl FnOnce(usize))
             Applied::Done
         }
         ClientOutput::Bind { len, conn } => Applied::Bind { len, conn },
+    }
+}
+
+/// Read both clocks, for the core's `handle_*(now, ...)` calls.
+pub fn now() -> Now {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Now {
+        mono: std::time::Instant::now(),
+        unix,
     }
 }
 

@@ -413,7 +413,7 @@ impl DtlsListener {
                 sessions: FxHashMap::default(),
                 counters: ListenerCounters {
                     name: l.name.clone(),
-                    protocol: l.protocol.as_str(),
+                    protocol: l.protocol,
                     ..ListenerCounters::default()
                 },
             });

@@ -30,7 +30,7 @@ impl Workers {
     pub fn start(store: &Store, n: usize) -> Result<Workers, String> {
         let snap = store.load();
         check_bindable(None, &snap)?;
-        let nonces = NonceKey::random();
+        let nonces = NonceKey::from_bytes(rand::random());
         let reservations = Reservations::new();
         let mut threads = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {

@@ -7,6 +7,7 @@
 use std::ops::AddAssign;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::config::ListenerProtocol;
 use crate::turn::Stats;
 
 /// Traffic counters of one listener socket (or all connections of a stream listener) of
@@ -14,7 +15,7 @@ use crate::turn::Stats;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerCounters {
     pub name: Arc<str>,
-    pub protocol: &'static str,
+    pub protocol: ListenerProtocol,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,

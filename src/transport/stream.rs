@@ -123,7 +123,7 @@ impl StreamListener {
                 pem_digest: l.pem_digest,
                 counters: ListenerCounters {
                     name: l.name.clone(),
-                    protocol: l.protocol.as_str(),
+                    protocol: l.protocol,
                     ..ListenerCounters::default()
                 },
             })

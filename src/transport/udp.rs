@@ -65,7 +65,7 @@ impl UdpListener {
                 tx: SendBatch::new(SEND_BATCH, SEND_SLOT),
                 counters: ListenerCounters {
                     name: l.name.clone(),
-                    protocol: l.protocol.as_str(),
+                    protocol: l.protocol,
                     connections: first,
                     connections_total: first,
                     ..ListenerCounters::default()

@@ -412,7 +412,7 @@ impl Worker {
                 events.clear();
             }
             let snap = Arc::clone(self.cache.load());
-            let now = Now::read();
+            let now = super::core::now();
             ready.clear();
             ready.append(&mut pending);
             for ev in events.iter() {

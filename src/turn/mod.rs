@@ -42,7 +42,8 @@ pub const MAX_ALLOCATIONS: usize = 500_000;
 pub const HEADROOM: usize = 4;
 
 /// The time inputs of the core: a monotonic instant for timers and wall-clock seconds for
-/// nonces and REST credential expiry.
+/// nonces and REST credential expiry. The shell reads the clocks ([`crate::transport::now`]);
+/// the core never does (clippy's `disallowed-methods`).
 #[derive(Clone, Copy, Debug)]
 pub struct Now {
     pub mono: Instant,
@@ -50,18 +51,6 @@ pub struct Now {
 }
 
 impl Now {
-    /// Read both clocks. Only the shell calls this; the core takes `Now` as input.
-    pub fn read() -> Now {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Now {
-            mono: Instant::now(),
-            unix,
-        }
-    }
-
     pub fn advance(self, by: Duration) -> Now {
         Now {
             mono: self.mono + by,

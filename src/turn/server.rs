@@ -101,12 +101,6 @@ enum Done {
     Bind(usize, super::ConnectionId),
 }
 
-impl Default for Server {
-    fn default() -> Self {
-        Server::new(NonceKey::random())
-    }
-}
-
 impl Server {
     pub fn new(nonces: NonceKey) -> Server {
         Server {
