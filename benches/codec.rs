@@ -3,7 +3,12 @@
 //!
 //! Run: `cargo bench --bench codec`.
 // A driver, not the core: clocks, threads and locks are its own (clippy.toml).
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
 
 use std::hint::black_box;
 use std::net::SocketAddr;

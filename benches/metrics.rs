@@ -7,7 +7,12 @@
 //!
 //! Run: `cargo bench --bench metrics` (about 20 s on one core).
 // A driver, not the core: clocks, threads and locks are its own (clippy.toml).
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
 
 use std::alloc::System;
 use std::hint::black_box;

@@ -5,7 +5,12 @@
 //! This file holds one test on purpose: the allocator is global, and another test running
 //! beside it would allocate.
 // A driver, not the core: clocks, threads and locks are its own (clippy.toml).
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
 
 use std::alloc::System;
 use std::net::{SocketAddr, UdpSocket};

@@ -21,7 +21,7 @@ use crate::turn::DropReason;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub fn handle(state: &AdminState) -> Response<Body> {
+pub(super) fn handle(state: &AdminState) -> Response<Body> {
     respond(StatusCode::OK, CONTENT_TYPE, render(state))
 }
 
@@ -212,7 +212,11 @@ pub fn render(state: &AdminState) -> String {
         "gauge",
         "DTLS sessions past the cookie exchange whose handshake has not finished",
     );
-    for l in r.listeners.iter().filter(|l| l.protocol == ListenerProtocol::TurnDtls) {
+    for l in r
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == ListenerProtocol::TurnDtls)
+    {
         w.sample(
             "stunnerd_listener_dtls_handshakes",
             &[("name", &l.name)],

@@ -42,7 +42,7 @@ pub trait ByteStream {
 
 /// What became of a client message once [`apply`] sent what it had to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied {
+pub(super) enum Applied {
     /// Answered, forwarded, or dropped (the core counted why).
     Done,
     /// RFC 6062 ConnectionBind succeeded: the reply of this many bytes goes out first, and
@@ -54,7 +54,7 @@ pub enum Applied {
 /// buffer the caller gave the core, goes to `reply(n)` (the client's own sink: a UDP send
 /// slot, a stream connection, a DTLS session); a forward leaves through its relay socket.
 #[inline]
-pub fn apply(out: ClientOutput<'_>, io: &mut impl Io, reply: impl FnOnce(usize)) -> Applied {
+pub(super) fn apply(out: ClientOutput<'_>, io: &mut impl Io, reply: impl FnOnce(usize)) -> Applied {
     match out {
         ClientOutput::Drop(_) | ClientOutput::Pending => Applied::Done,
         ClientOutput::Reply(n) => {

@@ -73,7 +73,7 @@ mod ffi {
 
     /// OpenSSL's opaque `BIO_ADDR` (openssl-sys declares it only for OpenSSL >= 3.2).
     #[repr(C)]
-    pub struct BioAddr {
+    pub(super) struct BioAddr {
         _opaque: [u8; 0],
     }
 
@@ -84,9 +84,9 @@ mod ffi {
         /// SSL, sets the handshake up to continue at message sequence 1 and returns 1.
         /// `client` must be a valid BIO_ADDR: it is cleared on success when the BIO cannot
         /// tell the peer (ours cannot; we know the address ourselves).
-        pub fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut BioAddr) -> c_int;
-        pub fn BIO_ADDR_new() -> *mut BioAddr;
-        pub fn BIO_ADDR_free(a: *mut BioAddr);
+        pub(super) fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut BioAddr) -> c_int;
+        pub(super) fn BIO_ADDR_new() -> *mut BioAddr;
+        pub(super) fn BIO_ADDR_free(a: *mut BioAddr);
     }
 
     /// `SSL_ctrl` commands behind the `DTLSv1_get_timeout` and `DTLSv1_handle_timeout`
@@ -96,8 +96,8 @@ mod ffi {
     /// reports less than 15 ms left as 0). HANDLE_TIMEOUT returns 0 when the timer has not
     /// expired, 1 when it resent the last flight (and restarted the timer, doubled), or <0
     /// when the handshake failed (too many resends).
-    pub const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
-    pub const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
+    pub(super) const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
+    pub(super) const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
 }
 
 /// A TURN-DTLS listener socket of one worker.

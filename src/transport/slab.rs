@@ -6,7 +6,7 @@
 //! completion) can be told apart from one for the entry that took its key.
 
 /// Entries by key, with a free list.
-pub struct Slab<T> {
+pub(super) struct Slab<T> {
     slots: Vec<Slot<T>>,
     free: Vec<usize>,
 }
@@ -27,7 +27,7 @@ impl<T> Default for Slab<T> {
 
 impl<T> Slab<T> {
     /// The key the next [`Slab::insert`] will use.
-    pub fn vacant_key(&mut self) -> usize {
+    pub(super) fn vacant_key(&mut self) -> usize {
         if let Some(&key) = self.free.last() {
             return key;
         }
@@ -40,7 +40,7 @@ impl<T> Slab<T> {
     }
 
     /// Store an entry; returns its key.
-    pub fn insert(&mut self, entry: T) -> usize {
+    pub(super) fn insert(&mut self, entry: T) -> usize {
         let key = self.vacant_key();
         self.free.pop();
         self.slots[key].entry = Some(entry);
@@ -48,7 +48,7 @@ impl<T> Slab<T> {
     }
 
     /// Remove an entry; its key may be reused by the next insert.
-    pub fn remove(&mut self, key: usize) -> Option<T> {
+    pub(super) fn remove(&mut self, key: usize) -> Option<T> {
         let slot = self.slots.get_mut(key)?;
         let entry = slot.entry.take()?;
         slot.generation = slot.generation.wrapping_add(1);
@@ -58,12 +58,12 @@ impl<T> Slab<T> {
 
     /// Take an entry out for the duration of a call that needs the rest of the slab, without
     /// freeing its key; [`Slab::put_back`] returns it.
-    pub fn take(&mut self, key: usize) -> Option<T> {
+    pub(super) fn take(&mut self, key: usize) -> Option<T> {
         self.slots.get_mut(key)?.entry.take()
     }
 
     /// Return an entry taken with [`Slab::take`].
-    pub fn put_back(&mut self, key: usize, entry: T) {
+    pub(super) fn put_back(&mut self, key: usize, entry: T) {
         if let Some(slot) = self.slots.get_mut(key) {
             debug_assert!(slot.entry.is_none(), "slab key {key} reused while taken");
             slot.entry = Some(entry);
@@ -71,7 +71,7 @@ impl<T> Slab<T> {
     }
 
     /// Forget the key of an entry taken with [`Slab::take`] that will not come back.
-    pub fn release(&mut self, key: usize) {
+    pub(super) fn release(&mut self, key: usize) {
         if let Some(slot) = self.slots.get_mut(key) {
             if slot.entry.is_none() {
                 slot.generation = slot.generation.wrapping_add(1);
@@ -80,27 +80,27 @@ impl<T> Slab<T> {
         }
     }
 
-    pub fn get(&self, key: usize) -> Option<&T> {
+    pub(super) fn get(&self, key: usize) -> Option<&T> {
         self.slots.get(key)?.entry.as_ref()
     }
 
-    pub fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+    pub(super) fn get_mut(&mut self, key: usize) -> Option<&mut T> {
         self.slots.get_mut(key)?.entry.as_mut()
     }
 
     /// How often the slot of `key` was emptied.
-    pub fn generation(&self, key: usize) -> u32 {
+    pub(super) fn generation(&self, key: usize) -> u32 {
         self.slots.get(key).map_or(0, |s| s.generation)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(k, s)| Some((k, s.entry.as_ref()?)))
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
         self.slots
             .iter_mut()
             .enumerate()

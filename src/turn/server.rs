@@ -24,7 +24,7 @@ use crate::stun::{
 };
 
 /// Channel numbers a client may bind (RFC 5766 range; see `channel_bind`).
-pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+pub(super) const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 /// How often expired state is swept when nothing else happens.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);

@@ -8,7 +8,12 @@
 
 // Test drivers read clocks, sleep and spawn as they like; the core's bans (clippy.toml) are
 // not theirs.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
 
 mod common;
 mod k8s_fixtures;
