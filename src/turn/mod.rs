@@ -171,7 +171,9 @@ pub struct Opened {
     pub token: Option<u64>,
 }
 
-/// The shell's relay sockets, as the core sees them.
+/// The shell, as the core sees it: its relay sockets, and (RFC 6062) the client transports
+/// the core writes to on its own. With the return values of the `handle_*` calls this is
+/// the core's only way out.
 pub trait Relays {
     /// Open a relay socket; an error becomes 508 Insufficient Capacity.
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError>;
@@ -191,6 +193,12 @@ pub trait Relays {
     /// RFC 6062: close a peer connection (and the client data connection bound to it).
     fn close_peer(&mut self, conn: ConnectionId) {
         let _ = conn;
+    }
+    /// RFC 6062: send a message the core made on its own (a ConnectionAttempt indication,
+    /// the error answer to a Connect that timed out or lost its route) to a client
+    /// transport.
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        let _ = (transport, bytes);
     }
 }
 

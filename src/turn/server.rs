@@ -45,9 +45,6 @@ pub struct Server {
     /// RFC 6062 peer connections by CONNECTION-ID.
     peer_conns: FxHashMap<u32, tcp::PeerConn>,
     next_conn: u32,
-    /// Messages the core made outside a request (447 after a Connect timeout,
-    /// ConnectionAttempt indications), for [`Server::poll_transmit`].
-    outbox: std::collections::VecDeque<(TransportId, Vec<u8>)>,
 }
 
 struct Allocation {
@@ -116,7 +113,6 @@ impl Server {
             clusters: Tally::default(),
             peer_conns: FxHashMap::default(),
             next_conn: 0,
-            outbox: Default::default(),
         }
     }
 

@@ -24,6 +24,8 @@ struct FakeRelays {
     /// RFC 6062: connects the core asked for, and peer connections it closed.
     connects: Vec<(RelayId, SocketAddr, ConnectionId)>,
     closed_peers: Vec<ConnectionId>,
+    /// Messages the core sent to client transports on its own.
+    sent: std::collections::VecDeque<(TransportId, Vec<u8>)>,
 }
 
 impl Relays for FakeRelays {
@@ -79,6 +81,10 @@ impl Relays for FakeRelays {
 
     fn close_peer(&mut self, conn: ConnectionId) {
         self.closed_peers.push(conn);
+    }
+
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        self.sent.push_back((transport, bytes.to_vec()));
     }
 }
 

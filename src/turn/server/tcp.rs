@@ -52,12 +52,6 @@ impl Server {
         self.peer_conns.len()
     }
 
-    /// A message the core made on its own (a 447 after a Connect timeout, a
-    /// ConnectionAttempt indication) for a client transport. Drain after every input.
-    pub fn poll_transmit(&mut self) -> Option<(TransportId, Vec<u8>)> {
-        self.outbox.pop_front()
-    }
-
     /// The outcome of a connect the core asked for with [`Relays::connect`]. Returns the
     /// Connect response (success with CONNECTION-ID, or 447) and the control transport it
     /// goes to. `None`: the connection is no longer wanted (timed out, allocation gone);
@@ -96,7 +90,7 @@ impl Server {
 
     /// A peer connected to the listening socket of TCP relay `relay`. Admitted peers (a
     /// permission for their IP and [`policy::admit`]) get a CONNECTION-ID and the client a
-    /// ConnectionAttempt indication (via [`Server::poll_transmit`]); on `Err` the shell
+    /// ConnectionAttempt indication (through [`Relays::send_to_client`]); on `Err` the shell
     /// closes the connection at once.
     pub fn handle_peer_connection(
         &mut self,
@@ -104,8 +98,9 @@ impl Server {
         snap: &Snapshot,
         relay: RelayId,
         peer: SocketAddr,
+        relays: &mut dyn Relays,
     ) -> Result<ConnectionId, DropReason> {
-        let res = self.peer_connection(now, snap, relay, peer);
+        let res = self.peer_connection(now, snap, relay, peer, relays);
         if let Err(r) = res {
             self.stats.drops[r as usize] += 1;
         }
@@ -118,6 +113,7 @@ impl Server {
         snap: &Snapshot,
         relay: RelayId,
         peer: SocketAddr,
+        relays: &mut dyn Relays,
     ) -> Result<ConnectionId, DropReason> {
         let id = *self.by_relay.get(&relay).ok_or(DropReason::NoAllocation)?;
         let peer = policy::canonical(peer);
@@ -161,7 +157,7 @@ impl Server {
             Ok(w.finish())
         })()
         .map_err(|_| DropReason::TooBig)?;
-        self.outbox.push_back((five.transport, buf[..n].to_vec()));
+        relays.send_to_client(five.transport, &buf[..n]);
         Ok(conn)
     }
 
@@ -343,7 +339,7 @@ impl Server {
             let mut buf = [0u8; 128];
             if let Ok(n) = connect_response(&mut buf, &tid, &key, fingerprint, Err(code)) {
                 self.stats.error_responses += 1;
-                self.outbox.push_back((control, buf[..n].to_vec()));
+                relays.send_to_client(control, &buf[..n]);
             }
         }
     }

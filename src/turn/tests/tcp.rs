@@ -242,9 +242,9 @@ fn connect_times_out_with_447_after_30s() {
     h.tcp_allocate(&mut c);
     let conn = h.connect_pending(&mut c, "127.0.0.1:9000");
     h.advance(29);
-    assert!(h.server.poll_transmit().is_none());
+    assert!(h.relays.sent.pop_front().is_none());
     h.advance(2);
-    let (to, r) = h.server.poll_transmit().expect("447 after the timeout");
+    let (to, r) = h.relays.sent.pop_front().expect("447 after the timeout");
     assert_eq!(to, CONTROL);
     assert_eq!(code_of(&r), Some(447));
     assert!(Message::parse(&r).unwrap().verify_integrity(&c.key));
@@ -365,7 +365,10 @@ fn unbound_connections_close_after_the_30s_bind_window() {
     assert!(h.relays.closed_peers.is_empty());
     h.advance(6);
     assert_eq!(h.relays.closed_peers, vec![conn]);
-    assert!(h.server.poll_transmit().is_none(), "no 447 for a ready one");
+    assert!(
+        h.relays.sent.pop_front().is_none(),
+        "no 447 for a ready one"
+    );
     let mut d = h.client("192.0.2.7:4001");
     let r = h.treq(
         &mut d,
@@ -385,9 +388,11 @@ fn peer_connections_need_a_permission_and_admission() {
     let relay = RelayId(0);
     let peer: SocketAddr = "127.0.0.1:9000".parse().unwrap();
     // No permission yet: refused.
-    let r = h.server.handle_peer_connection(h.now, &h.snap, relay, peer);
+    let r = h
+        .server
+        .handle_peer_connection(h.now, &h.snap, relay, peer, &mut h.relays);
     assert_eq!(r, Err(DropReason::NoPermission));
-    assert!(h.server.poll_transmit().is_none());
+    assert!(h.relays.sent.pop_front().is_none());
     let r = h.treq(
         &mut c,
         CONTROL,
@@ -398,9 +403,9 @@ fn peer_connections_need_a_permission_and_admission() {
     assert_eq!(Message::parse(&r.reply()).unwrap().class(), Class::Success);
     let conn = h
         .server
-        .handle_peer_connection(h.now, &h.snap, relay, peer)
+        .handle_peer_connection(h.now, &h.snap, relay, peer, &mut h.relays)
         .unwrap();
-    let (to, ind) = h.server.poll_transmit().expect("ConnectionAttempt");
+    let (to, ind) = h.relays.sent.pop_front().expect("ConnectionAttempt");
     assert_eq!(to, CONTROL);
     let m = Message::parse(&ind).unwrap();
     assert_eq!(
@@ -414,15 +419,15 @@ fn peer_connections_need_a_permission_and_admission() {
     let mapped: SocketAddr = "[::ffff:127.0.0.1]:9001".parse().unwrap();
     assert!(
         h.server
-            .handle_peer_connection(h.now, &h.snap, relay, mapped)
+            .handle_peer_connection(h.now, &h.snap, relay, mapped, &mut h.relays)
             .is_ok()
     );
-    h.server.poll_transmit().unwrap();
+    h.relays.sent.pop_front().unwrap();
     // No permission for 10.0.0.1 (and CreatePermission would be 403: private under a wildcard).
     let private: SocketAddr = "10.0.0.1:9000".parse().unwrap();
     assert!(
         h.server
-            .handle_peer_connection(h.now, &h.snap, relay, private)
+            .handle_peer_connection(h.now, &h.snap, relay, private, &mut h.relays)
             .is_err()
     );
     // The 30 s bind window applies to accepted connections too.
@@ -507,13 +512,14 @@ fn a_new_config_closes_peer_connections_it_no_longer_admits() {
     assert_eq!(h.server.peer_connection_count(), 1);
     // The Connect under way is answered 403 on the control connection.
     let (to, r) = h
-        .server
-        .poll_transmit()
+        .relays
+        .sent
+        .pop_front()
         .expect("an answer to the pending Connect");
     assert_eq!(to, CONTROL);
     assert_eq!(code_of(&r), Some(403));
     assert!(Message::parse(&r).unwrap().verify_integrity(&c.key));
-    assert!(h.server.poll_transmit().is_none());
+    assert!(h.relays.sent.pop_front().is_none());
     // A late connect result for it is not wanted; a new Connect to the peer is 403.
     assert!(h.connect_result(connecting, true).is_none());
     let r = h.treq(
