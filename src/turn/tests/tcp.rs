@@ -319,7 +319,7 @@ fn connection_bind_pipes_a_new_connection_of_the_same_user() {
 fn connection_bind_by_another_user_is_441() {
     let mut h = Harness::local();
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let unix = h.now.unix;
     let rest_client = |h: &Harness, addr: &str, username: String| {
