@@ -1,7 +1,7 @@
 //! Our auth-Secret extension keys, rendered: `secret.<id>` adds shared secrets and
 //! `username.<id>`/`password.<id>` add static users to the config's `credentials.secrets` /
 //! `credentials.users`; a Secret without them renders exactly as before. The live rotation
-//! through the manifests origin is in `tests/rotation.rs`.
+//! through the manifests origin is in `tests/secret_rotation.rs`.
 
 mod k8s_fixtures;
 
