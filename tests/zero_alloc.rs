@@ -14,8 +14,8 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use stunnerd::snapshot::{Snapshot, Store, long_term_key};
 use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
 use stunnerd::transport::relay::Reservations;
-use stunnerd::transport::udp::{Control, Worker};
 use stunnerd::transport::uring::RelayRing;
+use stunnerd::transport::worker::{Control, Worker};
 use stunnerd::turn::Server;
 use stunnerd::turn::auth::NonceKey;
 

@@ -21,7 +21,7 @@ use super::dns::Answers;
 use crate::admin::{self, AdminState, ReloadResult, Server};
 use crate::config::StunnerConfig;
 use crate::log::LogHandle;
-use crate::snapshot::diff::diff;
+use crate::snapshot::diff::{Plan, diff, listener_changes};
 use crate::snapshot::{Snapshot, Store};
 use crate::source::SourceEvent;
 use crate::transport::pool::{Workers, check_bindable};
@@ -103,6 +103,20 @@ impl Reconciler {
         );
     }
 
+    /// Make `next` the running snapshot, and have the workers apply its listener changes
+    /// (decided here, once, by [`listener_changes`]).
+    fn publish(&self, next: Snapshot) {
+        let next = Arc::new(next);
+        let old = self.store.swap_arc(next.clone());
+        if let Some(w) = &self.workers {
+            let changes = listener_changes(Some(&old), &next);
+            w.apply(Plan {
+                snap: next,
+                changes,
+            });
+        }
+    }
+
     /// Reconcile one config from the source.
     pub async fn apply(&mut self, cfg: StunnerConfig) {
         if self.watch_mode && cfg.is_zero() {
@@ -136,10 +150,7 @@ impl Reconciler {
         let changes = diff(&cur, &next);
         let ready_candidate = !next.config.is_zero_ignoring_loglevel();
         let loglevel = next.config.admin.loglevel.clone();
-        self.store.swap(next);
-        if let Some(w) = &self.workers {
-            w.nudge();
-        }
+        self.publish(next);
         if let Some(mut h) = health {
             h.start();
             self.health = h.into_inner();
@@ -276,10 +287,7 @@ impl Reconciler {
             n.dns_ips = o.dns_ips.clone();
         }
         let generation = next.generation;
-        self.store.swap(next);
-        if let Some(w) = &self.workers {
-            w.nudge();
-        }
+        self.publish(next);
         if !changed.is_empty() {
             info!(
                 target: "reconciler",
@@ -346,10 +354,7 @@ impl Reconciler {
             info!(target: "dns-resolver", "cluster {}: STRICT_DNS endpoints now {:?}", c.name, c.dns_ips);
         }
         let generation = next.generation;
-        self.store.swap(next);
-        if let Some(w) = &self.workers {
-            w.nudge();
-        }
+        self.publish(next);
         self.admin.count_reload(ReloadResult::DnsUpdate);
         debug!(target: "reconciler", "generation {generation}: DNS answers updated");
     }

@@ -277,5 +277,24 @@ pub struct Stats {
     pub drops: [u64; DropReason::COUNT],
 }
 
+impl std::ops::AddAssign<&Stats> for Stats {
+    fn add_assign(&mut self, s: &Stats) {
+        self.allocations_created += s.allocations_created;
+        self.allocations_deleted += s.allocations_deleted;
+        self.allocations_expired += s.allocations_expired;
+        self.auth_challenges += s.auth_challenges;
+        self.auth_failures += s.auth_failures;
+        self.stale_nonces += s.stale_nonces;
+        self.error_responses += s.error_responses;
+        self.to_peer_packets += s.to_peer_packets;
+        self.to_peer_bytes += s.to_peer_bytes;
+        self.to_client_packets += s.to_client_packets;
+        self.to_client_bytes += s.to_client_bytes;
+        for (a, b) in self.drops.iter_mut().zip(s.drops) {
+            *a += b;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
