@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::auth::{self, AuthError, Authenticated, NonceKey};
+use super::auth::{self, AuthError, Authenticated, HeldCredential, NonceKey};
 use super::policy;
 use super::tally::{ClusterTraffic, Tally};
 mod tcp;
@@ -63,6 +63,8 @@ struct Allocation {
     channels: Vec<Channel>,
     /// RFC 6062 TCP allocation (a listening relay socket).
     tcp: bool,
+    /// The ephemeral credential it was created with (see [`HeldCredential`]).
+    held: Option<HeldCredential>,
 }
 
 struct Permission {
@@ -408,7 +410,22 @@ impl Server {
         } else {
             None
         };
-        let auth = auth::authenticate(snap, &self.nonces, now.unix, ctx.client, also, msg)
+        // The allocation the request is about: its own credential stays valid through a
+        // secret rotation. A ConnectionBind is about the allocation its CONNECTION-ID names.
+        let about = if method == Method::ConnectionBind {
+            self.connection_alloc(msg)
+        } else {
+            self.by_client
+                .get(&FiveTuple {
+                    transport: ctx.transport,
+                    client: ctx.client,
+                })
+                .copied()
+        };
+        let held = about
+            .and_then(|id| self.alloc(id))
+            .and_then(|a| a.held.as_ref());
+        let auth = auth::authenticate(snap, &self.nonces, now.unix, ctx.client, also, held, msg)
             .map_err(|e| {
                 match e {
                     AuthError::Challenge => self.stats.auth_challenges += 1,
@@ -575,6 +592,7 @@ impl Server {
             perms: Vec::new(),
             channels: Vec::new(),
             tcp,
+            held: auth.held_credential(msg),
         };
         self.insert(allocation);
         self.stats.allocations_created += 1;

@@ -765,7 +765,7 @@ fn new_snapshot_without_the_route_revokes_channels_lazily() {
 fn ephemeral_credentials_expire_and_bind_allocations_to_users() {
     let mut h = Harness::local();
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let unix = h.now.unix;
     let rest_client = |h: &Harness, addr: &str, username: String| {
@@ -1019,4 +1019,5 @@ fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
     assert_eq!(code_of(&r), Some(443));
 }
 
+mod rotation;
 mod tcp;

@@ -296,6 +296,12 @@ impl Server {
 
     /// The control connection's address of the allocation whose peer connection a
     /// ConnectionBind names, if it is on the IP of `data` (the data connection).
+    /// The allocation a ConnectionBind's CONNECTION-ID belongs to.
+    pub(super) fn connection_alloc(&self, msg: &Message<'_>) -> Option<u32> {
+        let conn = attr::decode_u32(msg.get(CONNECTION_ID)?).ok()?;
+        self.peer_conns.get(&conn).map(|c| c.alloc)
+    }
+
     pub(super) fn control_client_of(
         &self,
         msg: &Message<'_>,

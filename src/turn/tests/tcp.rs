@@ -319,7 +319,7 @@ fn connection_bind_pipes_a_new_connection_of_the_same_user() {
 fn connection_bind_by_another_user_is_441() {
     let mut h = Harness::local();
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let unix = h.now.unix;
     let rest_client = |h: &Harness, addr: &str, username: String| {
@@ -554,4 +554,48 @@ fn connection_bind_accepts_the_control_connections_nonce_from_the_same_ip() {
     // From the control connection's IP, for a connection of its allocation: bound.
     let r = bind(&mut h, &d, conn.0);
     assert!(matches!(r, Out::Bind(_, b) if b == conn), "{r:?}");
+}
+
+#[test]
+fn connect_and_connection_bind_outlive_the_rotation_of_their_secret() {
+    let mut h = Harness::local();
+    h.snap.auth = Auth::Ephemeral {
+        secrets: vec![b"old".to_vec()],
+    };
+    let username = format!("{}:alice", h.now.unix + 100);
+    let rest_client = |h: &Harness, addr: &str, secret: &[u8]| {
+        let mut c = h.client(addr);
+        c.key = long_term_key(&username, REALM_, &rest_password(secret, &username));
+        c.username = username.clone();
+        c
+    };
+    let mut alice = rest_client(&h, "192.0.2.7:4000", b"old");
+    h.tcp_allocate(&mut alice);
+    // The reload removes the old secret.
+    h.snap.auth = Auth::Ephemeral {
+        secrets: vec![b"new".to_vec()],
+    };
+    h.snap.generation += 1;
+    let conn = h.connect_pending(&mut alice, "127.0.0.1:9000");
+    h.connect_result(conn, true).unwrap();
+    // The data connection binds with the allocation's credential...
+    let mut data = rest_client(&h, "192.0.2.7:4002", b"old");
+    let r = h.treq(
+        &mut data,
+        DATA,
+        true,
+        Method::ConnectionBind,
+        &[conn_attr(conn.0)],
+    );
+    assert!(matches!(r, Out::Bind(_, c) if c == conn), "{r:?}");
+    // ...but a new TCP allocation with it is refused.
+    let mut again = rest_client(&h, "192.0.2.7:4003", b"old");
+    let r = h.treq(
+        &mut again,
+        TransportId(102),
+        true,
+        Method::Allocate,
+        &[tcp()],
+    );
+    assert_eq!(code_of(&r.reply()), Some(401));
 }
