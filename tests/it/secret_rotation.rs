@@ -6,8 +6,8 @@
 //! secrets in the auth Secret (`secret` and `secret.<id>` keys). Static auth with a list of
 //! users is checked with uclient too.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::net::UdpSocket;
 use std::path::Path;

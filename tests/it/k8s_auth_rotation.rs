@@ -3,7 +3,7 @@
 //! `credentials.users`; a Secret without them renders exactly as before. The live rotation
 //! through the manifests origin is in `tests/secret_rotation.rs`.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::config::{AuthType, UserCredential};
