@@ -21,6 +21,7 @@ use sha2::Sha256;
 
 use crate::snapshot::{Auth, Snapshot, long_term_key};
 use crate::stun::{Message, attr};
+use crate::turn::TurnError;
 
 /// How long a nonce stays valid.
 pub const NONCE_LIFETIME_SECS: u64 = 3600;
@@ -176,12 +177,19 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn code(self) -> u16 {
+    /// The STUN error the client gets.
+    pub fn error(self) -> TurnError {
         match self {
-            AuthError::Challenge | AuthError::Rejected | AuthError::Disabled => 401,
-            AuthError::Malformed => 400,
-            AuthError::StaleNonce => 438,
+            AuthError::Challenge | AuthError::Rejected | AuthError::Disabled => {
+                TurnError::Unauthorized
+            }
+            AuthError::Malformed => TurnError::BadRequest,
+            AuthError::StaleNonce => TurnError::StaleNonce,
         }
+    }
+
+    pub fn code(self) -> u16 {
+        self.error().code()
     }
 }
 

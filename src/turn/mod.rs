@@ -212,6 +212,50 @@ pub enum RelayError {
     UnknownToken,
 }
 
+/// Why a request failed: the STUN error code the client gets (RFC 8489 section 14.8,
+/// RFC 8656 section 19, RFC 6062 section 6.3). The core's request handlers return it; the
+/// one place that writes it is the error response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnError {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    UnknownAttribute,
+    AllocationMismatch,
+    StaleNonce,
+    AddressFamilyNotSupported,
+    WrongCredentials,
+    UnsupportedTransportProtocol,
+    PeerAddressFamilyMismatch,
+    ConnectionAlreadyExists,
+    ConnectionTimeoutOrFailure,
+    AllocationQuotaReached,
+    ServerError,
+    InsufficientCapacity,
+}
+
+impl TurnError {
+    pub fn code(self) -> u16 {
+        match self {
+            TurnError::BadRequest => 400,
+            TurnError::Unauthorized => 401,
+            TurnError::Forbidden => 403,
+            TurnError::UnknownAttribute => 420,
+            TurnError::AllocationMismatch => 437,
+            TurnError::StaleNonce => 438,
+            TurnError::AddressFamilyNotSupported => 440,
+            TurnError::WrongCredentials => 441,
+            TurnError::UnsupportedTransportProtocol => 442,
+            TurnError::PeerAddressFamilyMismatch => 443,
+            TurnError::ConnectionAlreadyExists => 446,
+            TurnError::ConnectionTimeoutOrFailure => 447,
+            TurnError::AllocationQuotaReached => 486,
+            TurnError::ServerError => 500,
+            TurnError::InsufficientCapacity => 508,
+        }
+    }
+}
+
 /// Why a message was dropped without an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
