@@ -10,6 +10,9 @@ use super::auth::{self, AuthError, Authenticated, HeldCredential, NonceKey};
 use super::policy;
 use super::tally::{ClusterTraffic, Tally};
 mod tcp;
+mod timers;
+
+use timers::Deadlines;
 
 use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
@@ -27,7 +30,7 @@ use crate::stun::{
 /// Channel numbers a client may bind (RFC 5766 range; see `channel_bind`).
 pub(super) const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
-/// How often expired state is swept when nothing else happens.
+/// How often RFC 6062 peer connections are checked for their timeouts while any exist.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One worker's TURN server.
@@ -38,7 +41,13 @@ pub struct Server {
     by_client: FxHashMap<FiveTuple, u32>,
     by_relay: FxHashMap<RelayId, u32>,
     per_user: FxHashMap<Arc<str>, u32>,
-    next_sweep: Option<Instant>,
+    /// When each allocation next needs the timer: its expiry, or the earliest expiry of
+    /// its permissions and channels.
+    deadlines: Deadlines,
+    /// Serial number of the next allocation, telling a reused id's deadlines apart.
+    next_serial: u32,
+    /// Next check of the RFC 6062 peer connection timeouts (while any exist).
+    next_peer_check: Option<Instant>,
     /// Counter behind the transaction ids of Data indications.
     indication_seq: u64,
     stats: Stats,
@@ -66,6 +75,10 @@ struct Allocation {
     tcp: bool,
     /// The ephemeral credential it was created with (see [`HeldCredential`]).
     held: Option<HeldCredential>,
+    /// Tells this allocation's deadlines from those of an earlier one with the same id.
+    serial: u32,
+    /// The earliest time this allocation is in [`Server::deadlines`] for.
+    scheduled: Instant,
 }
 
 struct Permission {
@@ -110,7 +123,9 @@ impl Server {
             by_client: FxHashMap::default(),
             by_relay: FxHashMap::default(),
             per_user: FxHashMap::default(),
-            next_sweep: None,
+            deadlines: Deadlines::default(),
+            next_serial: 0,
+            next_peer_check: None,
             indication_seq: 0,
             stats: Stats::default(),
             clusters: Tally::default(),
@@ -140,7 +155,11 @@ impl Server {
 
     /// When [`Server::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
+        let peers = self.next_peer_check.filter(|_| !self.peer_conns.is_empty());
+        match (self.deadlines.next(), peers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A message from a client on a listener transport.
@@ -196,31 +215,55 @@ impl Server {
         res
     }
 
-    /// Expire allocations, permissions and channels.
+    /// Expire allocations, permissions and channels whose time has come (only those:
+    /// the deadlines are kept earliest first), and time out RFC 6062 peer connections.
     pub fn handle_timeout(&mut self, now: Now, relays: &mut dyn Relays) {
-        if self.next_sweep.is_some_and(|t| t > now.mono) {
-            return;
-        }
-        let expired: Vec<u32> = self
-            .allocs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| {
-                a.as_ref()
-                    .filter(|a| a.expires <= now.mono)
-                    .map(|_| i as u32)
-            })
-            .collect();
-        for id in expired {
-            self.stats.allocations_expired += 1;
-            self.delete(id, relays);
-        }
-        for a in self.allocs.iter_mut().flatten() {
+        while let Some((at, id, serial)) = self.deadlines.pop_due(now.mono) {
+            let Some(a) = self
+                .alloc_mut(id)
+                .filter(|a| a.serial == serial && a.scheduled == at)
+            else {
+                continue; // gone, or rescheduled to an earlier time since
+            };
+            if a.expires <= now.mono {
+                self.stats.allocations_expired += 1;
+                self.delete(id, relays);
+                continue;
+            }
             a.perms.retain(|p| p.expires > now.mono);
             a.channels.retain(|c| c.expires > now.mono);
+            let next = a.next_deadline();
+            a.scheduled = next;
+            self.deadlines.push(next, id, serial);
         }
-        self.expire_peer_conns(now, relays);
-        self.schedule_sweep(now);
+        if self.peer_conns.is_empty() {
+            self.next_peer_check = None;
+        } else if self.next_peer_check.is_none_or(|t| t <= now.mono) {
+            self.expire_peer_conns(now, relays);
+            self.next_peer_check = Some(now.mono + SWEEP_INTERVAL);
+        }
+    }
+
+    /// After a request that set a lifetime (Refresh, CreatePermission, ChannelBind): if the
+    /// allocation now needs the timer sooner than scheduled, schedule it sooner (a later
+    /// time is found when the scheduled one comes).
+    fn reschedule(&mut self, ctx: ClientCtx) {
+        let five = FiveTuple {
+            transport: ctx.transport,
+            client: ctx.client,
+        };
+        let Some(&id) = self.by_client.get(&five) else {
+            return;
+        };
+        let Some(a) = self.alloc_mut(id) else {
+            return;
+        };
+        let next = a.next_deadline();
+        if next < a.scheduled {
+            a.scheduled = next;
+            let serial = a.serial;
+            self.deadlines.push(next, id, serial);
+        }
     }
 
     /// Delete every allocation on a transport (a closed stream connection, a removed
@@ -235,14 +278,6 @@ impl Server {
         for id in ids {
             self.delete(id, relays);
         }
-    }
-
-    fn schedule_sweep(&mut self, now: Now) {
-        self.next_sweep = if self.by_client.is_empty() {
-            None
-        } else {
-            Some(now.mono + SWEEP_INTERVAL)
-        };
     }
 
     // ----- client to peer ---------------------------------------------------------------
@@ -459,6 +494,14 @@ impl Server {
                 .channel_bind(now, snap, ctx, msg, &auth, out)
                 .map(Done::Reply),
         };
+        if res.is_ok()
+            && matches!(
+                method,
+                Method::Refresh | Method::CreatePermission | Method::ChannelBind
+            )
+        {
+            self.reschedule(ctx);
+        }
         match res {
             Ok(r) => Ok(r),
             Err(code) => Err((Answer::Error(code), Some(auth))),
@@ -596,6 +639,8 @@ impl Server {
             expires: now.mono + lifetime,
             alloc_tid: *msg.transaction_id(),
             alloc_response: out[..len].to_vec(),
+            serial: 0,
+            scheduled: now.mono + lifetime,
             perms: Vec::new(),
             channels: Vec::new(),
             tcp,
@@ -603,7 +648,6 @@ impl Server {
         };
         self.insert(allocation);
         self.stats.allocations_created += 1;
-        self.schedule_sweep(now);
         Ok(len)
     }
 
@@ -936,9 +980,13 @@ impl Server {
         self.allocs.get_mut(id as usize).and_then(Option::as_mut)
     }
 
-    fn insert(&mut self, a: Allocation) {
+    fn insert(&mut self, mut a: Allocation) {
         let five = a.five;
         let relay = a.relay;
+        a.serial = self.next_serial;
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let (serial, scheduled) = (a.serial, a.next_deadline());
+        a.scheduled = scheduled;
         *self.per_user.entry(a.user.clone()).or_insert(0) += 1;
         let id = match self.free.pop() {
             Some(id) => {
@@ -952,6 +1000,7 @@ impl Server {
         };
         self.by_client.insert(five, id);
         self.by_relay.insert(relay, id);
+        self.deadlines.push(scheduled, id, serial);
     }
 
     fn delete(&mut self, id: u32, relays: &mut dyn Relays) {
@@ -988,6 +1037,16 @@ fn seal(
 }
 
 impl Allocation {
+    /// When this allocation next needs the timer: its expiry, or an earlier expiry of one
+    /// of its permissions or channels.
+    fn next_deadline(&self) -> Instant {
+        let perms = self.perms.iter().map(|p| p.expires);
+        let channels = self.channels.iter().map(|c| c.expires);
+        perms
+            .chain(channels)
+            .fold(self.expires, |earliest, t| earliest.min(t))
+    }
+
     /// Whether a live permission (or channel, which implies one) covers `peer`'s IP.
     fn permits(&self, peer: SocketAddr, now: Instant) -> bool {
         let ip = peer.ip();

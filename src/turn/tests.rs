@@ -536,6 +536,48 @@ fn allocation_expires_on_time() {
     assert_eq!(h.server.poll_timeout(), None);
 }
 
+/// The timer wakes the core only when an allocation, permission or channel is due, for the
+/// allocation that is due: a permission's expiry is its own deadline, and a Refresh that
+/// extends an allocation is not cut short by its earlier deadline.
+#[test]
+fn timers_follow_each_allocations_own_deadlines() {
+    let secs = Duration::from_secs;
+    let mut h = Harness::local();
+    let mut a = h.client("192.0.2.7:4000");
+    let mut b = h.client("192.0.2.8:4000");
+    h.allocate(&mut a);
+    h.allocate(&mut b);
+    let t0 = h.now.mono;
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(600)));
+    // a's permission expires in 300 s, before any allocation does.
+    let r = h.request(
+        &mut a,
+        Method::CreatePermission,
+        &[peer_attr("127.0.0.1:9")],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(300)));
+    assert!(h.peer(0, "127.0.0.1:9", b"early").is_ok());
+    h.advance(300);
+    assert_eq!(
+        h.peer(0, "127.0.0.1:9", b"late"),
+        Err(DropReason::NoPermission)
+    );
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(600)));
+    // a extends to an hour; b expires at 600 s and a lives on.
+    let r = h.request(&mut a, Method::Refresh, &[lifetime(3600)]);
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    h.advance(300);
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.stats().allocations_expired, 1);
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(300 + 3600)));
+    h.advance(3299);
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance(1);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.poll_timeout(), None);
+}
+
 #[test]
 fn permissions_send_and_data_indications() {
     let mut h = Harness::local();

@@ -70,10 +70,13 @@ fn in_netns(test: &str, body: fn()) {
     }
     let ns = Netns::create(test);
     let exe = std::env::current_exe().expect("test binary");
+    // The harness names a test by its path below the crate root (`k8s_restart::name`).
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let full = format!("{module}::{test}");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.0])
         .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([full.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(NETNS_ENV, &ns.0);
     let out = run_with_timeout(cmd, Duration::from_secs(180));
     assert!(
