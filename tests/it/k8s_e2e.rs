@@ -185,9 +185,18 @@ fn manifests_origin_follows_edits() {
     r.assert_all_echoed(300, &server.log());
 
     // Removing the route stops relaying within 2 s.
+    let applied = server.log().matches("new configuration applied").count();
     std::fs::remove_file(dir.path().join("30-route.yaml")).unwrap();
     let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        wait_for(Duration::from_secs(2), || server
+            .log()
+            .matches("new configuration applied")
+            .count()
+            > applied),
+        "the removal was not applied within 2 s:\n{}",
+        server.log()
+    );
     let r = run_uclient(uclient_args(port, peer_port, 10, 5));
     server.assert_running("after removing the route");
     assert_eq!(

@@ -178,7 +178,16 @@ fn cds_watch_against_independent_fake_server() {
         p.log()
     );
     assert_eq!(status_of(BOOT_HEALTH, "/ready"), 503);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Still not ready after it has retried (a watch that fails logs each attempt).
+    assert!(
+        wait_for(Duration::from_secs(5), || p
+            .log()
+            .matches("reconnecting in 1 s")
+            .count()
+            >= 2),
+        "{}",
+        p.log()
+    );
     assert_eq!(status_of(BOOT_HEALTH, "/ready"), 503);
 
     let server = TcpListener::bind(("127.0.0.1", cds_port)).expect("bind fake CDS");
@@ -247,9 +256,19 @@ fn cds_watch_against_independent_fake_server() {
     drop(conn);
 
     // The server goes away for good: relaying goes on.
+    let retries = p.log().matches("reconnecting in 1 s").count();
     drop(conn2);
     drop(server);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The daemon has noticed (and tried again) before relaying is checked.
+    assert!(
+        wait_for(Duration::from_secs(5), || p
+            .log()
+            .matches("reconnecting in 1 s")
+            .count()
+            > retries),
+        "{}",
+        p.log()
+    );
     let peer_port = free_udp_port_pair();
     let _peer = start_peer(peer_port);
     let report = run_uclient(
@@ -497,7 +516,13 @@ fn cds_server_drives_stunnerd_under_load() {
         srv.wait_exit(Duration::from_secs(5))
             .is_some_and(|s| s.success())
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        wait_for(Duration::from_secs(5), || p
+            .log()
+            .contains("reconnecting in 1 s")),
+        "{}",
+        p.log()
+    );
     p.assert_running("after the CDS server left");
     assert!(wait_udp_ready(local(cfg.listeners[0].1)).is_ok());
     assert_eq!(status_of(cfg.health, "/ready"), 200);
