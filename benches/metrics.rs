@@ -26,7 +26,7 @@ use stunnerd::admin::{AdminState, ProcessSample, ReloadResult, render_metrics};
 use stunnerd::config::ListenerProtocol;
 use stunnerd::snapshot::{Snapshot, Store};
 use stunnerd::transport::stats::{ClusterCounters, ListenerCounters, StatsSlot};
-use stunnerd::turn::DropReason;
+use stunnerd::turn::{ClusterTraffic, DropReason};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -76,10 +76,12 @@ fn state(n: usize) -> Arc<AdminState> {
                 r.clusters = (0..n)
                     .map(|i| ClusterCounters {
                         name: format!("stunner/media-plane-{i}").into(),
-                        rx_packets: 800_000 + i as u64,
-                        rx_bytes: 120_000_000 + i as u64,
-                        tx_packets: 810_000 + i as u64,
-                        tx_bytes: 121_000_000 + i as u64,
+                        traffic: ClusterTraffic {
+                            rx_packets: 800_000 + i as u64,
+                            rx_bytes: 120_000_000 + i as u64,
+                            tx_packets: 810_000 + i as u64,
+                            tx_bytes: 121_000_000 + i as u64,
+                        },
                     })
                     .collect();
             });
@@ -286,8 +288,8 @@ impl Exporter {
             for c in &r.clusters {
                 let name = Arc::clone(&c.name);
                 for (dir, pkts, bytes) in [
-                    ("rx", c.rx_packets, c.rx_bytes),
-                    ("tx", c.tx_packets, c.tx_bytes),
+                    ("rx", c.traffic.rx_packets, c.traffic.rx_bytes),
+                    ("tx", c.traffic.tx_packets, c.traffic.tx_bytes),
                 ] {
                     counter!("stunner_cluster_packets_total", "direction" => dir, "name" => name.clone())
                         .absolute(pkts);

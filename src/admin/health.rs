@@ -140,9 +140,11 @@ fn listener_stats(report: &WorkerReport, name: &str) -> Value {
 }
 
 fn cluster_stats(report: &WorkerReport, name: &str) -> Value {
-    let c = report.clusters.iter().find(|c| &*c.name == name);
-    stats(
-        c.map_or((0, 0), |c| (c.rx_packets, c.rx_bytes)),
-        c.map_or((0, 0), |c| (c.tx_packets, c.tx_bytes)),
-    )
+    let t = report
+        .clusters
+        .iter()
+        .find(|c| &*c.name == name)
+        .map(|c| c.traffic)
+        .unwrap_or_default();
+    stats((t.rx_packets, t.rx_bytes), (t.tx_packets, t.tx_bytes))
 }

@@ -110,7 +110,7 @@ pub fn render(state: &AdminState) -> String {
         "Number of datagrams sent to or received from backends",
     );
     for c in &r.clusters {
-        for (dir, v) in [("rx", c.rx_packets), ("tx", c.tx_packets)] {
+        for (dir, v) in [("rx", c.traffic.rx_packets), ("tx", c.traffic.tx_packets)] {
             w.sample(
                 "stunner_cluster_packets_total",
                 &[("direction", dir), ("name", &c.name)],
@@ -124,7 +124,7 @@ pub fn render(state: &AdminState) -> String {
         "Number of bytes sent to or received from backends",
     );
     for c in &r.clusters {
-        for (dir, v) in [("rx", c.rx_bytes), ("tx", c.tx_bytes)] {
+        for (dir, v) in [("rx", c.traffic.rx_bytes), ("tx", c.traffic.tx_bytes)] {
             w.sample(
                 "stunner_cluster_bytes_total",
                 &[("direction", dir), ("name", &c.name)],

@@ -8,7 +8,7 @@ use std::ops::AddAssign;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::ListenerProtocol;
-use crate::turn::Stats;
+use crate::turn::{ClusterTraffic, Stats};
 
 /// Traffic counters of one listener socket (or all connections of a stream listener) of
 /// one worker.
@@ -36,10 +36,7 @@ pub struct ListenerCounters {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterCounters {
     pub name: Arc<str>,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
+    pub traffic: ClusterTraffic,
 }
 
 /// What one worker last published.
@@ -126,10 +123,7 @@ impl AddAssign<&ListenerCounters> for ListenerCounters {
 
 impl AddAssign<&ClusterCounters> for ClusterCounters {
     fn add_assign(&mut self, o: &ClusterCounters) {
-        self.rx_packets += o.rx_packets;
-        self.rx_bytes += o.rx_bytes;
-        self.tx_packets += o.tx_packets;
-        self.tx_bytes += o.tx_bytes;
+        self.traffic += &o.traffic;
     }
 }
 

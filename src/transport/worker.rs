@@ -1190,10 +1190,7 @@ impl Worker {
             core.server.for_each_cluster(|name, t| {
                 r.clusters.push(ClusterCounters {
                     name: name.clone(),
-                    rx_packets: t.rx_packets,
-                    rx_bytes: t.rx_bytes,
-                    tx_packets: t.tx_packets,
-                    tx_bytes: t.tx_bytes,
+                    traffic: t,
                 })
             });
         });
