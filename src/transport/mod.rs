@@ -3,7 +3,7 @@
 //! Each worker is one OS thread that owns its SO_REUSEPORT listener sockets, the
 //! connections and relay sockets on them, and its [`crate::turn::Server`]; the kernel hashes
 //! each client's 4-tuple onto one listener socket of the group, so a client stays on its
-//! worker. `worker.rs` holds the event loop and the slab of endpoints; each endpoint kind
+//! worker. `worker.rs` holds the event loop, `endpoints.rs` the slab of endpoints; each endpoint kind
 //! has its own file, which sees the rest of the worker only through `core.rs`:
 //!
 //! | file | endpoints |
@@ -29,6 +29,7 @@
 
 mod core;
 pub mod dtls;
+mod endpoints;
 pub mod mmsg;
 pub mod pool;
 pub mod relay;
