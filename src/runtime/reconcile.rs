@@ -139,6 +139,7 @@ impl Reconciler {
         self.store.swap(next);
         if let Some(w) = &self.workers {
             w.nudge();
+            super::listeners::log_changes(&cur, &self.store.load());
         }
         if let Some(mut h) = health {
             h.start();

@@ -797,6 +797,7 @@ impl Worker {
         }
         self.server.close_transport(
             TransportId((DTLS_SESSION_BASE + id) as u32),
+            crate::turn::session::DeleteReason::ConnectionClosed,
             &mut self.relays,
         );
     }

@@ -21,6 +21,7 @@ use super::stats::ListenerCounters;
 use super::udp::Worker;
 use crate::snapshot::{ListenerIdx, Snapshot};
 use crate::stun::stream_frame_len;
+use crate::turn::session::DeleteReason;
 use crate::turn::{ClientCtx, ClientOutput, ConnectionId, FiveTuple, Now, TransportId};
 
 /// Tokens of stream listener sockets start here; connections at [`CONN_BASE`].
@@ -416,8 +417,11 @@ impl Worker {
             self.relays.peers.remove(&self.relays.registry, conn);
             self.server.close_peer_connection(conn);
         }
-        self.server
-            .close_transport(TransportId((CONN_BASE + id) as u32), &mut self.relays);
+        self.server.close_transport(
+            TransportId((CONN_BASE + id) as u32),
+            DeleteReason::ConnectionClosed,
+            &mut self.relays,
+        );
         self.close_orphans();
         if let Some(Some(l)) = self.stream_listeners.get_mut(c.listener) {
             l.counters.connections = l.counters.connections.saturating_sub(1);

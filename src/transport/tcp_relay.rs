@@ -209,6 +209,8 @@ impl Worker {
         let mut chunk = [0u8; 16 * 1024];
         let mut open = true;
         let mut more = true;
+        // (reads, bytes) each way, for the session's counters.
+        let (mut up, mut down) = ((0u64, 0u64), (0u64, 0u64));
         for _ in 0..16 {
             let mut progress = false;
             // Peer to client.
@@ -219,6 +221,7 @@ impl Worker {
                     Ok(n) => {
                         p.to_client.extend_from_slice(&chunk[..n]);
                         progress = true;
+                        down = (down.0 + 1, down.1 + n as u64);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => open = false,
@@ -241,6 +244,7 @@ impl Worker {
                     Ok(n) => {
                         p.to_peer.extend_from_slice(&chunk[..n]);
                         progress = true;
+                        up = (up.0 + 1, up.1 + n as u64);
                         if let Some(Some(l)) = stream_listeners.get_mut(c.listener) {
                             l.counters.rx_bytes += n as u64;
                         }
@@ -270,6 +274,9 @@ impl Worker {
                 more = false;
                 break;
             }
+        }
+        if up.0 + down.0 > 0 {
+            self.server.count_pipe(p.conn, up, down);
         }
         if open {
             return more;

@@ -24,6 +24,7 @@ use super::uring::{self, RelayRing};
 use super::{canonical_client, for_socket};
 use crate::config::ListenerProtocol;
 use crate::snapshot::{ListenerIdx, Snapshot, SnapshotCache};
+use crate::turn::session::{DeleteReason, Selector, SessionInfo};
 use crate::turn::{ClientCtx, ClientOutput, HEADROOM, Now, RelayId, Server, ToClient, TransportId};
 
 /// Datagrams per `recvmmsg` on a listener socket, and batches per wakeup before other
@@ -55,6 +56,10 @@ const RING: Token = Token(usize::MAX - 1);
 pub enum Control {
     /// Stop the loop and close every socket.
     Stop,
+    /// Answer with this worker's live allocations (the admin session list).
+    Sessions(std::sync::mpsc::Sender<Vec<SessionInfo>>),
+    /// End the allocations the selector names; answer with their session ids.
+    Kill(Selector, std::sync::mpsc::Sender<Vec<u64>>),
 }
 
 /// One listener socket of this worker. Its index in [`Worker::listeners`] is its
@@ -331,11 +336,28 @@ impl Worker {
         self.relays.ring = Some(ring);
     }
 
-    /// Returns true when the worker must stop.
+    /// Returns true when the worker must stop (its allocations are then deleted, each
+    /// logged with reason `shutdown`).
     fn drain_control(&mut self) -> bool {
-        match self.control.try_recv() {
-            Ok(Control::Stop) | Err(TryRecvError::Disconnected) => true,
-            Err(TryRecvError::Empty) => false,
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => {
+                    let now = Now::read();
+                    self.server
+                        .close_all(DeleteReason::Shutdown, now, &mut self.relays);
+                    return true;
+                }
+                Err(TryRecvError::Empty) => return false,
+                Ok(Control::Sessions(reply)) => {
+                    let _ = reply.send(self.server.sessions(Now::read()));
+                }
+                Ok(Control::Kill(selector, reply)) => {
+                    let killed = self.server.kill(Now::read(), &selector, &mut self.relays);
+                    self.drain_outbox();
+                    self.close_orphans();
+                    let _ = reply.send(killed);
+                }
+            }
         }
     }
 
@@ -465,8 +487,11 @@ impl Worker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut l.socket);
-        self.server
-            .close_transport(TransportId(id as u32), &mut self.relays);
+        self.server.close_transport(
+            TransportId(id as u32),
+            DeleteReason::ListenerClosed,
+            &mut self.relays,
+        );
         info!(target: "listener", "worker {}: listener {} closed", self.index, l.name);
     }
 

@@ -132,15 +132,39 @@ pub enum AuthError {
     /// Unknown or expired nonce: 438 + REALM + NONCE.
     StaleNonce,
     /// Unknown user, expired REST credential, or integrity mismatch: 401 + REALM + NONCE.
-    Rejected,
+    Rejected(Rejection),
     /// Auth type `none`: TURN is off, 401 without a way in.
     Disabled,
+}
+
+/// Why a request with credentials was rejected (for the failed-authentication log line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Static auth: USERNAME is not the configured user.
+    UnknownUser,
+    /// MESSAGE-INTEGRITY does not match the key of the user (a wrong password or secret).
+    BadIntegrity,
+    /// TURN REST: the username's timestamp is in the past.
+    Expired,
+    /// TURN REST: the username carries no non-zero timestamp.
+    MalformedRestUsername,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownUser => "unknown user",
+            Rejection::BadIntegrity => "bad message integrity (wrong password or secret)",
+            Rejection::Expired => "expired REST credential",
+            Rejection::MalformedRestUsername => "malformed REST username (no timestamp)",
+        }
+    }
 }
 
 impl AuthError {
     pub fn code(self) -> u16 {
         match self {
-            AuthError::Challenge | AuthError::Rejected | AuthError::Disabled => 401,
+            AuthError::Challenge | AuthError::Rejected(_) | AuthError::Disabled => 401,
             AuthError::Malformed => 400,
             AuthError::StaleNonce => 438,
         }
@@ -183,14 +207,15 @@ pub fn authenticate(
             key,
         } => {
             if username != want {
-                return Err(AuthError::Rejected);
+                return Err(AuthError::Rejected(Rejection::UnknownUser));
             }
             (username, *key)
         }
         Auth::Ephemeral { secret } => {
-            let expiry = rest_expiry(username).ok_or(AuthError::Rejected)?;
+            let expiry = rest_expiry(username)
+                .ok_or(AuthError::Rejected(Rejection::MalformedRestUsername))?;
             if expiry < unix as i64 {
-                return Err(AuthError::Rejected);
+                return Err(AuthError::Rejected(Rejection::Expired));
             }
             let password = rest_password(secret, username);
             let key = long_term_key(username, &snap.realm, &password);
@@ -199,7 +224,7 @@ pub fn authenticate(
         Auth::None => return Err(AuthError::Disabled),
     };
     if !msg.verify_integrity(&key) {
-        return Err(AuthError::Rejected);
+        return Err(AuthError::Rejected(Rejection::BadIntegrity));
     }
     Ok(Authenticated {
         user: user.into(),

@@ -224,6 +224,13 @@ enum Outcome {
 }
 
 impl Outcome {
+    fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            Outcome::Drop(r) => Some(*r),
+            _ => None,
+        }
+    }
+
     fn reply(self) -> Vec<u8> {
         match self {
             Outcome::Reply(r) => r,
@@ -1011,4 +1018,5 @@ fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
     assert_eq!(code_of(&r), Some(443));
 }
 
+mod sessions;
 mod tcp;

@@ -310,7 +310,11 @@ fn connection_bind_pipes_a_new_connection_of_the_same_user() {
     // A bound connection does not time out; it closes with its allocation.
     h.advance(60);
     assert!(h.relays.closed_peers.is_empty());
-    h.server.close_transport(CONTROL, &mut h.relays);
+    h.server.close_transport(
+        CONTROL,
+        crate::turn::session::DeleteReason::ConnectionClosed,
+        &mut h.relays,
+    );
     assert_eq!(h.relays.closed_peers, vec![conn]);
     assert_eq!(h.server.peer_connection_count(), 0);
 }
@@ -457,7 +461,11 @@ fn control_connection_close_closes_every_peer_connection() {
     let a = h.connect_pending(&mut c, "127.0.0.1:9000");
     let b = h.connect_pending(&mut c, "127.0.0.1:9001");
     h.connect_result(b, true).unwrap();
-    h.server.close_transport(CONTROL, &mut h.relays);
+    h.server.close_transport(
+        CONTROL,
+        crate::turn::session::DeleteReason::ConnectionClosed,
+        &mut h.relays,
+    );
     let mut closed = h.relays.closed_peers.clone();
     closed.sort();
     assert_eq!(closed, vec![a, b]);
