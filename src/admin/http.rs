@@ -19,7 +19,7 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::{info, warn};
 
-pub type Body = Full<Bytes>;
+pub(super) type Body = Full<Bytes>;
 /// A request handler: the request in, the whole response out.
 type Handler = Arc<dyn Fn(&Request) -> Response<Body> + Send + Sync>;
 
@@ -273,7 +273,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, handler: Handler) {
 }
 
 /// A response with a body and content type.
-pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
@@ -283,7 +287,7 @@ pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -
 }
 
 /// Go ServeMux's answer for an unknown path.
-pub fn not_found() -> Response<Body> {
+pub(super) fn not_found() -> Response<Body> {
     respond(
         StatusCode::NOT_FOUND,
         "text/plain; charset=utf-8",

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::AdminState;
 use super::http::{Body, Request, respond};
-use crate::transport::udp::Control;
+use crate::transport::worker::Control;
 use crate::turn::session::{Selector, SessionInfo};
 
 /// Env var holding the admin token.

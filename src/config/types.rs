@@ -73,7 +73,7 @@ fn is_zero_u16(v: &u16) -> bool {
 }
 
 /// Normalise an offload engine name: case-insensitive `None`/`XDP`/`TC`/`Auto` (spec §2.3).
-pub fn normalize_offload_engine(s: &str) -> Option<&'static str> {
+pub(super) fn normalize_offload_engine(s: &str) -> Option<&'static str> {
     ["None", "XDP", "TC", "Auto"]
         .into_iter()
         .find(|m| m.eq_ignore_ascii_case(s))
@@ -152,8 +152,9 @@ impl fmt::Debug for AuthConfig {
 }
 
 /// `listeners[].protocol` (spec §2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ListenerProtocol {
+    #[default]
     TurnUdp,
     TurnTcp,
     TurnTls,

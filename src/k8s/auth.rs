@@ -18,7 +18,7 @@ pub const ERR_EXTERNAL_AUTH: &str = "missing or invalid external authentication 
 
 /// The admin section. In managed mode the Dataplane contributes the metrics and health-check
 /// endpoints and the offload settings; the name is set by the caller per Gateway.
-pub fn render_admin(gc: &GatewayConfig, dp: Option<&Dataplane>, mode: Mode) -> AdminConfig {
+pub(super) fn render_admin(gc: &GatewayConfig, dp: Option<&Dataplane>, mode: Mode) -> AdminConfig {
     let loglevel = gc
         .spec
         .log_level
@@ -59,7 +59,7 @@ pub fn render_admin(gc: &GatewayConfig, dp: Option<&Dataplane>, mode: Mode) -> A
 
 /// The auth section, or the (critical) error that invalidates the Gateway or class. The
 /// error text starts with the spec's wording and adds what exactly is missing.
-pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, String> {
+pub(super) fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, String> {
     let realm = gc
         .spec
         .realm
@@ -153,7 +153,7 @@ pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, 
 }
 
 /// The operator's auth type aliases (spec 2.6), case-sensitive like upstream.
-pub fn auth_alias(s: &str) -> Option<AuthType> {
+pub(super) fn auth_alias(s: &str) -> Option<AuthType> {
     match s {
         "static" | "plaintext" => Some(AuthType::Static),
         "ephemeral" | "timewindowed" | "longterm" => Some(AuthType::Ephemeral),

@@ -3,11 +3,12 @@
 
 use tracing::info;
 
+use crate::snapshot::diff::ListenerChange;
 use crate::snapshot::{Listener, Snapshot};
 
 /// `TURN-UDP on port 3478 (all interfaces), address 127.0.0.1, public 1.2.3.4:3478, relay
 /// ports 10000-20000`: protocol, port, advertised and public addresses, relay port range.
-pub fn describe(snap: &Snapshot, l: &Listener) -> String {
+pub(super) fn describe(snap: &Snapshot, l: &Listener) -> String {
     let mut s = format!(
         "{} on port {} (all interfaces), address {}",
         l.protocol.as_str(),
@@ -38,7 +39,7 @@ fn runs(l: &Listener) -> bool {
 }
 
 /// One line per listener of the first config.
-pub fn log_started(snap: &Snapshot) {
+pub(super) fn log_started(snap: &Snapshot) {
     if snap.listeners.is_empty() {
         info!(target: "listener", "no listeners configured");
     }
@@ -47,24 +48,39 @@ pub fn log_started(snap: &Snapshot) {
     }
 }
 
-/// After a reload: the listeners that started, restarted (new sockets; their allocations
-/// were dropped) or stopped.
-pub fn log_changes(old: &Snapshot, new: &Snapshot) {
-    for l in new.listeners.iter().filter(|l| runs(l)) {
-        match old.listener(&l.name) {
-            None => info!(target: "listener", "listener {} started: {}", l.name, describe(new, l)),
-            Some((_, o)) if o.signature != l.signature => info!(
-                target: "listener",
-                "listener {} restarted (its allocations were closed): {}",
-                l.name,
-                describe(new, l)
-            ),
-            Some(_) => {}
-        }
-    }
-    for l in &old.listeners {
-        if new.listener(&l.name).is_none() {
-            info!(target: "listener", "listener {} stopped: {}", l.name, describe(old, l));
+/// After a reload: one line per listener the workers start, restart (new sockets; its
+/// allocations are closed), stop, or give a new certificate.
+pub(super) fn log_changes(old: &Snapshot, new: &Snapshot, changes: &[ListenerChange]) {
+    for c in changes {
+        match c {
+            ListenerChange::Start(name) => {
+                if let Some((_, l)) = new.listener(name).filter(|(_, l)| runs(l)) {
+                    info!(target: "listener", "listener {name} started: {}", describe(new, l));
+                }
+            }
+            ListenerChange::Restart(name) => {
+                if let Some((_, l)) = new.listener(name).filter(|(_, l)| runs(l)) {
+                    info!(
+                        target: "listener",
+                        "listener {name} restarted (its allocations were closed): {}",
+                        describe(new, l)
+                    );
+                }
+            }
+            ListenerChange::Stop(name) => {
+                if let Some((_, l)) = old.listener(name) {
+                    info!(target: "listener", "listener {name} stopped: {}", describe(old, l));
+                }
+            }
+            ListenerChange::Certificate(name) => match new.listener(name) {
+                Some((_, l)) if runs(l) => {
+                    info!(target: "listener", "listener {name}: new certificate for new connections")
+                }
+                Some(_) => {
+                    tracing::warn!(target: "listener", "listener {name}: the new certificate does not load; keeping the old one")
+                }
+                None => {}
+            },
         }
     }
 }

@@ -262,6 +262,11 @@ impl Store {
         self.current.swap(Arc::new(next))
     }
 
+    /// Publish `next`, shared, returning the snapshot it replaced.
+    pub fn swap_arc(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.current.swap(next)
+    }
+
     pub fn cache(&self) -> SnapshotCache {
         arc_swap::Cache::new(Arc::clone(&self.current))
     }

@@ -26,10 +26,6 @@ pub const NONCE_LEN: usize = 32;
 pub struct NonceKey([u8; 32]);
 
 impl NonceKey {
-    pub fn random() -> NonceKey {
-        NonceKey(rand::random())
-    }
-
     pub fn from_bytes(b: [u8; 32]) -> NonceKey {
         NonceKey(b)
     }

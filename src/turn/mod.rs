@@ -44,7 +44,8 @@ pub const MAX_ALLOCATIONS: usize = 500_000;
 pub const HEADROOM: usize = 4;
 
 /// The time inputs of the core: a monotonic instant for timers and wall-clock seconds for
-/// nonces and REST credential expiry.
+/// nonces and REST credential expiry. The shell reads the clocks ([`crate::transport::now`]);
+/// the core never does (clippy's `disallowed-methods`).
 #[derive(Clone, Copy, Debug)]
 pub struct Now {
     pub mono: Instant,
@@ -52,18 +53,6 @@ pub struct Now {
 }
 
 impl Now {
-    /// Read both clocks. Only the shell calls this; the core takes `Now` as input.
-    pub fn read() -> Now {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Now {
-            mono: Instant::now(),
-            unix,
-        }
-    }
-
     pub fn advance(self, by: Duration) -> Now {
         Now {
             mono: self.mono + by,
@@ -277,6 +266,25 @@ pub struct Stats {
     pub to_client_packets: u64,
     pub to_client_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+impl std::ops::AddAssign<&Stats> for Stats {
+    fn add_assign(&mut self, s: &Stats) {
+        self.allocations_created += s.allocations_created;
+        self.allocations_deleted += s.allocations_deleted;
+        self.allocations_expired += s.allocations_expired;
+        self.auth_challenges += s.auth_challenges;
+        self.auth_failures += s.auth_failures;
+        self.stale_nonces += s.stale_nonces;
+        self.error_responses += s.error_responses;
+        self.to_peer_packets += s.to_peer_packets;
+        self.to_peer_bytes += s.to_peer_bytes;
+        self.to_client_packets += s.to_client_packets;
+        self.to_client_bytes += s.to_client_bytes;
+        for (a, b) in self.drops.iter_mut().zip(s.drops) {
+            *a += b;
+        }
+    }
 }
 
 #[cfg(test)]

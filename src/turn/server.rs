@@ -27,7 +27,7 @@ use crate::stun::{
 };
 
 /// Channel numbers a client may bind (RFC 5766 range; see `channel_bind`).
-pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+pub(super) const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 /// How often expired state is swept when nothing else happens.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -111,12 +111,6 @@ enum Done {
     Pending,
     /// ConnectionBind: reply, then pipe.
     Bind(usize, super::ConnectionId),
-}
-
-impl Default for Server {
-    fn default() -> Self {
-        Server::new(NonceKey::random())
-    }
 }
 
 impl Server {
@@ -248,6 +242,7 @@ impl Server {
         &mut self,
         transport: TransportId,
         reason: DeleteReason,
+        now: Now,
         relays: &mut dyn Relays,
     ) {
         let ids: Vec<u32> = self
@@ -256,9 +251,8 @@ impl Server {
             .filter(|(k, _)| k.transport == transport)
             .map(|(_, &v)| v)
             .collect();
-        let now = Instant::now();
         for id in ids {
-            self.delete(id, reason, now, relays);
+            self.delete(id, reason, now.mono, relays);
         }
     }
 

@@ -313,6 +313,7 @@ fn connection_bind_pipes_a_new_connection_of_the_same_user() {
     h.server.close_transport(
         CONTROL,
         crate::turn::session::DeleteReason::ConnectionClosed,
+        h.now,
         &mut h.relays,
     );
     assert_eq!(h.relays.closed_peers, vec![conn]);
@@ -464,6 +465,7 @@ fn control_connection_close_closes_every_peer_connection() {
     h.server.close_transport(
         CONTROL,
         crate::turn::session::DeleteReason::ConnectionClosed,
+        h.now,
         &mut h.relays,
     );
     let mut closed = h.relays.closed_peers.clone();

@@ -15,8 +15,8 @@
 //! re-runs itself inside a network namespace of its own (`ip netns add`, `lo` up), where the
 //! listener ports are fixed too.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::path::Path;
 use std::process::Command;

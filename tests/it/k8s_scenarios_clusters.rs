@@ -3,7 +3,7 @@
 //! map to EndpointSlices here (core/v1 Endpoints are read only for a Service that has no
 //! EndpointSlice: `k8s_seed_routes.rs`).
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::config::ClusterType;

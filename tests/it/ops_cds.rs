@@ -6,8 +6,8 @@
 //! the tests of this binary therefore take turns (one lock) and fail loudly if something
 //! else on the machine holds that port.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

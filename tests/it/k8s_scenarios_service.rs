@@ -1,7 +1,7 @@
 //! Upstream operator unit-test scenarios (spec 6.11): public addresses and the Service per
 //! Gateway. Scenario numbers refer to the spec. (6.12, the Deployment: k8s_scenarios_dataplane.rs.)
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! listener, load balancer configuration and addresses. (Routes, backends, StaticService and
 //! Dataplane: `k8s_seed_routes.rs`.)
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::config::{AuthType, ListenerProtocol};

@@ -4,8 +4,8 @@
 //! without a selector, whose pods are listed in a core/v1 `Endpoints` object, is a backend
 //! in `stunnerd render`, `stunnerd cds-server` and the manifests origin alike.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::path::Path;
 use std::process::Command;

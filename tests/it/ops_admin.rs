@@ -1,8 +1,8 @@
 //! Health endpoints, metrics and graceful drain of the real `stunnerd` binary (spec 3.8,
 //! 3.9, 3.10). Each test runs its own stunnerd on fresh 127.0.0.1 ports.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Upstream operator unit-test scenarios (spec 6.13, 6.14): the whole managed-mode and
 //! legacy-mode pipelines. Scenario numbers refer to the spec.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::config::{AuthType, ClusterType, ListenerProtocol};

@@ -1,7 +1,7 @@
 //! Upstream operator unit-test scenarios (spec 6.2-6.5): admin, auth, GatewayClass and
 //! GatewayConfig selection, Gateway statuses. Scenario numbers refer to the spec.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::config::AuthType;

@@ -6,8 +6,8 @@
 //! The access test runs its daemon in a network namespace it creates, with a dummy
 //! interface, so that a non-loopback client exists.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::path::Path;
 use std::process::Command;

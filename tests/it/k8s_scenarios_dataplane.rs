@@ -1,7 +1,7 @@
 //! Upstream operator unit-test scenarios (spec 6.12): the config discovery URL and the
 //! Deployment per Gateway. Scenario numbers refer to the spec.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::k8s::{RenderOutput, cds_uri};

@@ -2,8 +2,8 @@
 //! clear error for a config path that cannot be read, config errors one per line and
 //! printed once, and a startup banner that says what runs.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::process::Command;
 use std::time::Duration;

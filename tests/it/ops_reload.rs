@@ -3,8 +3,8 @@
 //! touching other listeners, and idle watchers (`-w` file origin, `cds-server`) stay off
 //! the file system (measured with strace when it is installed).
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};

@@ -7,7 +7,7 @@
 //! back. Servers are started by `common::start_server` on ports of their own and killed by
 //! PID when the test ends.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! config changes under load, broken configs, ConfigMap-style symlink swaps, editor
 //! renames, log levels and STRICT_DNS clusters.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The seed's error cases: each gives the documented status and a clear message. Also how
 //! malformed manifests are reported (file, document, field path) without stopping the rest.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::k8s::{Severity, parse_str};

@@ -1,7 +1,7 @@
 //! One test per row of the seed's field tables: UDPRoute, backend references, StaticService
 //! and Dataplane.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::config::ClusterType;

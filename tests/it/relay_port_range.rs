@@ -3,8 +3,8 @@
 //! answers the third with 508 Insufficient Capacity, and serves a new one as soon as an
 //! allocation ends (Refresh with LIFETIME 0).
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::net::UdpSocket;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! to refused addresses that gets 403 without any connection attempt, and pipes closed by a
 //! config reload that removes the route admitting their peer.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -10,7 +10,7 @@
 //! Each test starts its own server and peer on ports of its own, so the tests run in
 //! parallel; each one finishes in well under 60 s.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

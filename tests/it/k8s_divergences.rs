@@ -1,7 +1,7 @@
 //! The divergences from the upstream operator listed in docs/k8s.md that no other test
 //! covers, one test each.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::k8s::Severity;

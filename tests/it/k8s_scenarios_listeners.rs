@@ -1,7 +1,7 @@
 //! Upstream operator unit-test scenarios (spec 6.6, 6.7): listener rendering, TLS, route
 //! attachment and route parent statuses. Scenario numbers refer to the spec.
 
-mod k8s_fixtures;
+use crate::k8s_fixtures;
 
 use k8s_fixtures::*;
 use stunnerd::config::ListenerProtocol;

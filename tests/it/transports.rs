@@ -6,7 +6,7 @@
 //! resends its ServerHello flight on its own retransmission timer when the client stays
 //! silent, and coturn's client gets through a proxy that loses server flights.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

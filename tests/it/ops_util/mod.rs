@@ -19,7 +19,7 @@ use stunnerd::stun::MessageWriter;
 use stunnerd::stun::attr;
 use stunnerd::stun::{Class, Method};
 
-use super::common::*;
+use crate::common::*;
 
 /// Poll `f` every 50 ms until it holds or `timeout` passes.
 pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {

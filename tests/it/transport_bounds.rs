@@ -4,8 +4,8 @@
 //! sources that do return it but never finish are capped at the half-open bound and time
 //! out; and real clients still get through. The figures are printed.
 
-mod common;
-mod ops_util;
+use crate::common;
+use crate::ops_util;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

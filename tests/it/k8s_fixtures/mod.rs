@@ -1,6 +1,6 @@
 //! Shared fixtures for the `k8s_*` tests: the upstream operator's unit-test objects (spec
 //! section 6.1) and a seed-like base hierarchy, as YAML pieces that tests combine and edit.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)]
 
 use stunnerd::config::{ClusterConfig, ListenerConfig, StunnerConfig};
 use stunnerd::k8s::{
