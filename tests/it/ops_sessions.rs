@@ -141,7 +141,7 @@ fn uclient(p: &Ports, extra: &[&str]) -> UclientReport {
 fn logs_name_listeners_auth_failures_refused_peers_and_sessions() {
     let p = Ports::new();
     let _peer = start_peer(p.peer);
-    let (mut d, _cfg) = start(&p, static_auth(), &[]);
+    let (mut d, cfg) = start(&p, static_auth(), &[]);
 
     // One start-up line per listener: name, protocol, port, address, relay range.
     wait_line(
@@ -340,6 +340,35 @@ fn logs_name_listeners_auth_failures_refused_peers_and_sessions() {
             "to peers 10 packets 1000 bytes, to client 10 packets 1000 bytes",
         ],
     );
+
+    // A reload names the listeners it stops, starts and restarts.
+    let mut next: Value = serde_json::from_str(&config(&p, static_auth())).unwrap();
+    let udp2 = free_udp_tcp_port();
+    let listeners = next["listeners"].as_array_mut().unwrap();
+    listeners[1] = json!({"name": "udp2", "protocol": "TURN-UDP", "address": "127.0.0.1",
+                          "port": udp2, "routes": ["peers"]});
+    listeners[0]["port"] = json!(p.tcp);
+    std::fs::write(&cfg, next.to_string()).unwrap();
+    signal(d.pid(), "HUP");
+    wait_line(
+        &d,
+        &[&format!("listener tcp stopped: TURN-TCP on port {}", p.tcp)],
+    );
+    wait_line(
+        &d,
+        &[&format!(
+            "listener udp2 started: TURN-UDP on port {udp2} (all interfaces)"
+        )],
+    );
+    wait_line(
+        &d,
+        &[&format!(
+            "listener udp restarted (its allocations were closed): TURN-UDP on port {} (all interfaces)",
+            p.tcp
+        )],
+    );
+    wait_udp_ready(local(p.tcp)).expect("udp listener on its new port");
+    let p = Ports { udp: p.tcp, ..p };
 
     // An allocation left at shutdown is logged with that reason.
     let mut held = TurnClient::new(local(p.udp), USER, PASSWORD);
