@@ -166,7 +166,7 @@ impl Endpoints {
 
     /// A message of the core for a stream or DTLS client (the RFC 6062 answers, which
     /// never go to UDP clients).
-    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+    fn message_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
         let key = transport.0 as usize;
         match self.slab.get_mut(key) {
             Some(Endpoint::Conn(c)) => {
@@ -257,6 +257,10 @@ impl Relays for Endpoints {
             .map_err(|_| RelayError::Exhausted)?;
         self.peers.insert(conn.0, key);
         Ok(())
+    }
+
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        self.message_to_client(transport, bytes);
     }
 
     fn close_peer(&mut self, conn: ConnectionId) {
@@ -539,12 +543,9 @@ impl Worker {
         more
     }
 
-    /// Send what the core queued (447 after a Connect timeout, ConnectionAttempt) and close
-    /// the connections that must go.
+    /// Close the connections that must go, now that the core call that doomed them has
+    /// returned.
     fn after_core(&mut self) {
-        while let Some((t, bytes)) = self.core.server.poll_transmit() {
-            self.eps.send_to_client(t, &bytes);
-        }
         while let Some(key) = self.eps.doomed.pop() {
             self.close_conn(key);
         }
@@ -1104,10 +1105,10 @@ impl Worker {
             };
             // Refused peers are closed at once (dropping the stream).
             let relay = RelayId(key as u32);
-            let Ok(conn) = self
-                .core
-                .server
-                .handle_peer_connection(now, snap, relay, peer)
+            let Ok(conn) =
+                self.core
+                    .server
+                    .handle_peer_connection(now, snap, relay, peer, &mut self.eps)
             else {
                 tracing::debug!(target: "turn", "refused peer connection from {peer}");
                 continue;
@@ -1148,7 +1149,7 @@ impl Worker {
                 .server
                 .handle_connect_result(now, conn, connected, &mut self.core.scratch);
         if let Some((t, n)) = answer {
-            self.eps.send_to_client(t, &self.core.scratch[..n]);
+            self.eps.message_to_client(t, &self.core.scratch[..n]);
         }
         if !connected || answer.is_none() {
             self.eps.close_peer(conn);

@@ -173,7 +173,9 @@ pub struct Opened {
     pub token: Option<u64>,
 }
 
-/// The shell's relay sockets, as the core sees them.
+/// The shell, as the core sees it: its relay sockets, and (RFC 6062) the client transports
+/// the core writes to on its own. With the return values of the `handle_*` calls this is
+/// the core's only way out.
 pub trait Relays {
     /// Open a relay socket; an error becomes 508 Insufficient Capacity.
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError>;
@@ -194,6 +196,12 @@ pub trait Relays {
     fn close_peer(&mut self, conn: ConnectionId) {
         let _ = conn;
     }
+    /// RFC 6062: send a message the core made on its own (a ConnectionAttempt indication,
+    /// the error answer to a Connect that timed out or lost its route) to a client
+    /// transport.
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        let _ = (transport, bytes);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +212,50 @@ pub enum RelayError {
     Family,
     #[error("unknown or expired reservation token")]
     UnknownToken,
+}
+
+/// Why a request failed: the STUN error code the client gets (RFC 8489 section 14.8,
+/// RFC 8656 section 19, RFC 6062 section 6.3). The core's request handlers return it; the
+/// one place that writes it is the error response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnError {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    UnknownAttribute,
+    AllocationMismatch,
+    StaleNonce,
+    AddressFamilyNotSupported,
+    WrongCredentials,
+    UnsupportedTransportProtocol,
+    PeerAddressFamilyMismatch,
+    ConnectionAlreadyExists,
+    ConnectionTimeoutOrFailure,
+    AllocationQuotaReached,
+    ServerError,
+    InsufficientCapacity,
+}
+
+impl TurnError {
+    pub fn code(self) -> u16 {
+        match self {
+            TurnError::BadRequest => 400,
+            TurnError::Unauthorized => 401,
+            TurnError::Forbidden => 403,
+            TurnError::UnknownAttribute => 420,
+            TurnError::AllocationMismatch => 437,
+            TurnError::StaleNonce => 438,
+            TurnError::AddressFamilyNotSupported => 440,
+            TurnError::WrongCredentials => 441,
+            TurnError::UnsupportedTransportProtocol => 442,
+            TurnError::PeerAddressFamilyMismatch => 443,
+            TurnError::ConnectionAlreadyExists => 446,
+            TurnError::ConnectionTimeoutOrFailure => 447,
+            TurnError::AllocationQuotaReached => 486,
+            TurnError::ServerError => 500,
+            TurnError::InsufficientCapacity => 508,
+        }
+    }
 }
 
 /// Why a message was dropped without an answer.

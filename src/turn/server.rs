@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::auth::{self, AuthError, Authenticated, NonceKey};
+use super::auth::{self, AuthError, Authenticated, HeldCredential, NonceKey};
 use super::logs::{self, Shown, Suppressed};
 use super::policy;
 use super::session::{self, DeleteReason, Traffic};
@@ -18,6 +18,7 @@ use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
     HEADROOM, MAX_ALLOCATIONS, MAX_CHANNELS, MAX_LIFETIME, MAX_PERMISSIONS, Now,
     PERMISSION_LIFETIME, PortRequest, RelayId, RelayRequest, Relays, Stats, ToClient, TransportId,
+    TurnError,
 };
 use crate::snapshot::{ClusterIdx, ListenerIdx, Snapshot};
 use crate::stun::attr::{self, *};
@@ -48,9 +49,6 @@ pub struct Server {
     /// RFC 6062 peer connections by CONNECTION-ID.
     peer_conns: FxHashMap<u32, tcp::PeerConn>,
     next_conn: u32,
-    /// Messages the core made outside a request (447 after a Connect timeout,
-    /// ConnectionAttempt indications), for [`Server::poll_transmit`].
-    outbox: std::collections::VecDeque<(TransportId, Vec<u8>)>,
 }
 
 struct Allocation {
@@ -78,6 +76,8 @@ struct Allocation {
     channels: Vec<Channel>,
     /// RFC 6062 TCP allocation (a listening relay socket).
     tcp: bool,
+    /// The ephemeral credential it was created with (see [`HeldCredential`]).
+    held: Option<HeldCredential>,
 }
 
 struct Permission {
@@ -97,9 +97,9 @@ struct Channel {
 
 /// Result of request handling before it is written out.
 enum Answer {
-    Error(u16),
+    Error(TurnError),
     /// An error that needs REALM and NONCE (401, 438).
-    Challenge(u16),
+    Challenge(TurnError),
     /// 420 with the unknown attribute types.
     Unknown([u16; 8], usize),
 }
@@ -128,7 +128,6 @@ impl Server {
             clusters: Tally::default(),
             peer_conns: FxHashMap::default(),
             next_conn: 0,
-            outbox: Default::default(),
         }
     }
 
@@ -423,7 +422,7 @@ impl Server {
         ) || tcp_method && ctx.stream)
         {
             // Unknown methods, and RFC 6062 methods on a UDP transport.
-            return Err((Answer::Error(400), None));
+            return Err((Answer::Error(TurnError::BadRequest), None));
         }
         // RFC 6062 clients (coturn's among them) send ConnectionBind on a new connection
         // with the nonce of their control connection: it is accepted for the allocation
@@ -433,7 +432,22 @@ impl Server {
         } else {
             None
         };
-        let auth = auth::authenticate(snap, &self.nonces, now.unix, ctx.client, also, msg)
+        // The allocation the request is about: its own credential stays valid through a
+        // secret rotation. A ConnectionBind is about the allocation its CONNECTION-ID names.
+        let about = if method == Method::ConnectionBind {
+            self.connection_alloc(msg)
+        } else {
+            self.by_client
+                .get(&FiveTuple {
+                    transport: ctx.transport,
+                    client: ctx.client,
+                })
+                .copied()
+        };
+        let held = about
+            .and_then(|id| self.alloc(id))
+            .and_then(|a| a.held.as_ref());
+        let auth = auth::authenticate(snap, &self.nonces, now.unix, ctx.client, also, held, msg)
             .map_err(|e| {
                 match e {
                     AuthError::Challenge => self.stats.auth_challenges += 1,
@@ -444,8 +458,8 @@ impl Server {
                     auth_failed(now, snap, ctx, msg, why);
                 }
                 let ans = match e {
-                    AuthError::Malformed => Answer::Error(400),
-                    other => Answer::Challenge(other.code()),
+                    AuthError::Malformed => Answer::Error(TurnError::BadRequest),
+                    other => Answer::Challenge(other.error()),
                 };
                 (ans, None)
             })?;
@@ -482,11 +496,12 @@ impl Server {
         out: &mut [u8],
     ) -> Result<usize, Answer> {
         let mut w = MessageWriter::new(out, Method::Binding, Class::Success, msg.transaction_id())
-            .map_err(|_| Answer::Error(500))?;
+            .map_err(|_| Answer::Error(TurnError::ServerError))?;
         w.add_xor_addr(XOR_MAPPED_ADDRESS, ctx.client)
-            .map_err(|_| Answer::Error(500))?;
+            .map_err(|_| Answer::Error(TurnError::ServerError))?;
         // Binding responses always carry FINGERPRINT, as upstream and ICE agents expect.
-        w.add_fingerprint().map_err(|_| Answer::Error(500))?;
+        w.add_fingerprint()
+            .map_err(|_| Answer::Error(TurnError::ServerError))?;
         Ok(w.finish())
     }
 
@@ -499,61 +514,64 @@ impl Server {
         auth: &Authenticated,
         out: &mut [u8],
         relays: &mut dyn Relays,
-    ) -> Result<usize, u16> {
+    ) -> Result<usize, TurnError> {
         let five = FiveTuple {
             transport: ctx.transport,
             client: ctx.client,
         };
         if let Some(&id) = self.by_client.get(&five) {
-            let a = self.alloc(id).ok_or(500u16)?;
+            let a = self.alloc(id).ok_or(TurnError::ServerError)?;
             // A retransmit of the request that created it gets the same answer.
             if &a.alloc_tid == msg.transaction_id() && a.alloc_response.len() <= out.len() {
                 out[..a.alloc_response.len()].copy_from_slice(&a.alloc_response);
                 return Ok(a.alloc_response.len());
             }
-            return Err(437);
+            return Err(TurnError::AllocationMismatch);
         }
         let transport = msg
             .get(REQUESTED_TRANSPORT)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_requested_transport(v).map_err(|_| 400))?;
+            .ok_or(TurnError::BadRequest)
+            .and_then(|v| attr::decode_requested_transport(v).map_err(|_| TurnError::BadRequest))?;
         let tcp = match transport {
             attr::PROTO_UDP => false,
             // RFC 6062 section 5.1: TCP relaying only for clients on TCP/TLS.
             attr::PROTO_TCP if ctx.stream => true,
-            attr::PROTO_TCP => return Err(400),
-            _ => return Err(442),
+            attr::PROTO_TCP => return Err(TurnError::BadRequest),
+            _ => return Err(TurnError::UnsupportedTransportProtocol),
         };
         let even_port = msg
             .get(EVEN_PORT)
             .map(attr::decode_even_port)
             .transpose()
-            .map_err(|_| 400u16)?;
+            .map_err(|_| TurnError::BadRequest)?;
         let token = msg
             .get(RESERVATION_TOKEN)
             .map(attr::decode_token)
             .transpose()
-            .map_err(|_| 400u16)?;
+            .map_err(|_| TurnError::BadRequest)?;
         let family = requested_family(msg)?;
         if token.is_some() && (even_port.is_some() || family.is_some()) {
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
         // RFC 6062 section 5.1: no port reservations for TCP relays.
         if tcp && (token.is_some() || even_port.is_some()) {
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
-        let listener = snap.listeners.get(ctx.listener).ok_or(500u16)?;
+        let listener = snap
+            .listeners
+            .get(ctx.listener)
+            .ok_or(TurnError::ServerError)?;
         // The relayed address advertises the listener address, so the family follows it.
         let listener_family = Family::of(listener.relay_ip);
         if family.is_some_and(|f| f != listener_family) {
-            return Err(440);
+            return Err(TurnError::AddressFamilyNotSupported);
         }
         let user_count = self.per_user.get(auth.user()).copied().unwrap_or(0);
         if snap.user_quota > 0 && user_count >= snap.user_quota {
-            return Err(486);
+            return Err(TurnError::AllocationQuotaReached);
         }
         if self.by_client.len() >= MAX_ALLOCATIONS {
-            return Err(508);
+            return Err(TurnError::InsufficientCapacity);
         }
         let lifetime = granted_lifetime(msg)?;
 
@@ -568,12 +586,14 @@ impl Server {
             range: listener.relay_ports,
             tcp,
         };
-        let opened = relays.open(req).map_err(|_| 508u16)?;
+        let opened = relays
+            .open(req)
+            .map_err(|_| TurnError::InsufficientCapacity)?;
         let (relay, port, reservation_token) = (opened.relay, opened.port, opened.token);
         let relayed = SocketAddr::new(listener.relay_ip, port);
 
         let mut w = MessageWriter::new(out, Method::Allocate, Class::Success, msg.transaction_id())
-            .map_err(|_| 500u16)?;
+            .map_err(|_| TurnError::ServerError)?;
         let written = (|| -> Result<(), StunError> {
             w.add_xor_addr(XOR_RELAYED_ADDRESS, relayed)?;
             w.add_u32(LIFETIME, lifetime.as_secs() as u32)?;
@@ -584,11 +604,11 @@ impl Server {
             Ok(())
         })();
         let sealed = written
-            .map_err(|_| 500u16)
+            .map_err(|_| TurnError::ServerError)
             .and_then(|()| seal(w, auth, msg));
         let Ok(len) = sealed else {
             relays.close(relay);
-            return Err(500);
+            return Err(TurnError::ServerError);
         };
         let allocation = Allocation {
             id: session::next_id(),
@@ -609,6 +629,7 @@ impl Server {
             perms: Vec::new(),
             channels: Vec::new(),
             tcp,
+            held: auth.held_credential(msg),
         };
         tracing::info!(
             target: "turn",
@@ -637,17 +658,17 @@ impl Server {
         auth: &Authenticated,
         out: &mut [u8],
         relays: &mut dyn Relays,
-    ) -> Result<usize, u16> {
+    ) -> Result<usize, TurnError> {
         let id = self.owned(ctx, auth)?;
         let lifetime = match msg.get(LIFETIME).map(attr::decode_u32) {
             Some(Ok(0)) => Duration::ZERO,
-            Some(Err(_)) => return Err(400),
+            Some(Err(_)) => return Err(TurnError::BadRequest),
             _ => granted_lifetime(msg)?,
         };
         if let Some(fam) = requested_family(msg)? {
-            let a = self.alloc(id).ok_or(500u16)?;
+            let a = self.alloc(id).ok_or(TurnError::ServerError)?;
             if Family::of(a.relayed.ip()) != fam {
-                return Err(443);
+                return Err(TurnError::PeerAddressFamilyMismatch);
             }
         }
         if lifetime.is_zero() {
@@ -656,9 +677,9 @@ impl Server {
             a.expires = now.mono + lifetime;
         }
         let mut w = MessageWriter::new(out, Method::Refresh, Class::Success, msg.transaction_id())
-            .map_err(|_| 500u16)?;
+            .map_err(|_| TurnError::ServerError)?;
         w.add_u32(LIFETIME, lifetime.as_secs() as u32)
-            .map_err(|_| 500u16)?;
+            .map_err(|_| TurnError::ServerError)?;
         seal(w, auth, msg)
     }
 
@@ -670,35 +691,36 @@ impl Server {
         msg: &Message<'_>,
         auth: &Authenticated,
         out: &mut [u8],
-    ) -> Result<usize, u16> {
+    ) -> Result<usize, TurnError> {
         let id = self.owned(ctx, auth)?;
         let a = self
             .allocs
             .get_mut(id as usize)
             .and_then(Option::as_mut)
-            .ok_or(500u16)?;
+            .ok_or(TurnError::ServerError)?;
         // Check every peer first: the request installs all of them or none.
         let mut peers = [IpAddr::from([0u8; 4]); 16];
         let mut n = 0;
         for at in msg.attrs().filter(|at| at.typ == XOR_PEER_ADDRESS) {
-            let peer = attr::decode_xor_addr(at.value, msg.transaction_id()).map_err(|_| 400u16)?;
+            let peer = attr::decode_xor_addr(at.value, msg.transaction_id())
+                .map_err(|_| TurnError::BadRequest)?;
             let peer = policy::canonical(peer);
             if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
-                return Err(443);
+                return Err(TurnError::PeerAddressFamilyMismatch);
             }
             // A permission is for an IP; admission of the port happens per packet.
             if let Err(why) = admits_ip(a, snap, peer.ip()) {
                 refused(a, peer.ip(), why, now.unix);
-                return Err(403);
+                return Err(TurnError::Forbidden);
             }
             if n == peers.len() {
-                return Err(400);
+                return Err(TurnError::BadRequest);
             }
             peers[n] = peer.ip();
             n += 1;
         }
         if n == 0 {
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
         for ip in &peers[..n] {
             a.install_permission(*ip, now.mono)?;
@@ -709,7 +731,7 @@ impl Server {
             Class::Success,
             msg.transaction_id(),
         )
-        .map_err(|_| 500u16)?;
+        .map_err(|_| TurnError::ServerError)?;
         seal(w, auth, msg)
     }
 
@@ -721,38 +743,40 @@ impl Server {
         msg: &Message<'_>,
         auth: &Authenticated,
         out: &mut [u8],
-    ) -> Result<usize, u16> {
+    ) -> Result<usize, TurnError> {
         let id = self.owned(ctx, auth)?;
         let number = msg
             .get(CHANNEL_NUMBER)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_channel_number(v).map_err(|_| 400))?;
+            .ok_or(TurnError::BadRequest)
+            .and_then(|v| attr::decode_channel_number(v).map_err(|_| TurnError::BadRequest))?;
         // RFC 8656 narrowed channels to 0x4000-0x4FFF, but RFC 5766 clients, coturn's
         // turnutils_uclient among them, pick numbers up to 0x7FFF: accept the old range,
         // which ChannelData framing still distinguishes from STUN.
         if !CHANNEL_RANGE.contains(&number) {
             tracing::debug!(target: "turn", "channel number {number:#x} out of range");
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
         let peer = msg
             .get(XOR_PEER_ADDRESS)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_xor_addr(v, msg.transaction_id()).map_err(|_| 400))?;
+            .ok_or(TurnError::BadRequest)
+            .and_then(|v| {
+                attr::decode_xor_addr(v, msg.transaction_id()).map_err(|_| TurnError::BadRequest)
+            })?;
         let peer = policy::canonical(peer);
         let a = self
             .allocs
             .get_mut(id as usize)
             .and_then(Option::as_mut)
-            .ok_or(500u16)?;
+            .ok_or(TurnError::ServerError)?;
         if a.tcp {
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
         if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
-            return Err(443);
+            return Err(TurnError::PeerAddressFamilyMismatch);
         }
         let cluster = admit_for(a, snap, peer).map_err(|why| {
             refused(a, peer, why, now.unix);
-            403u16
+            TurnError::Forbidden
         })?;
         let expires = now.mono + CHANNEL_LIFETIME;
         let by_number = a.channels.iter().position(|c| c.number == number);
@@ -765,7 +789,7 @@ impl Server {
             }
             (None, None) => {
                 if a.channels.len() >= MAX_CHANNELS {
-                    return Err(508);
+                    return Err(TurnError::InsufficientCapacity);
                 }
                 a.channels.push(Channel {
                     number,
@@ -776,7 +800,7 @@ impl Server {
                 });
             }
             // The number is bound to another peer, or the peer to another number.
-            _ => return Err(400),
+            _ => return Err(TurnError::BadRequest),
         }
         a.install_permission(peer.ip(), now.mono)?;
         let w = MessageWriter::new(
@@ -785,20 +809,23 @@ impl Server {
             Class::Success,
             msg.transaction_id(),
         )
-        .map_err(|_| 500u16)?;
+        .map_err(|_| TurnError::ServerError)?;
         seal(w, auth, msg)
     }
 
     /// The allocation of this 5-tuple, checked to belong to the authenticated user.
-    fn owned(&self, ctx: ClientCtx, auth: &Authenticated) -> Result<u32, u16> {
+    fn owned(&self, ctx: ClientCtx, auth: &Authenticated) -> Result<u32, TurnError> {
         let five = FiveTuple {
             transport: ctx.transport,
             client: ctx.client,
         };
-        let id = *self.by_client.get(&five).ok_or(437u16)?;
-        let a = self.alloc(id).ok_or(437u16)?;
+        let id = *self
+            .by_client
+            .get(&five)
+            .ok_or(TurnError::AllocationMismatch)?;
+        let a = self.alloc(id).ok_or(TurnError::AllocationMismatch)?;
         if a.user != *auth.user() {
-            return Err(441);
+            return Err(TurnError::WrongCredentials);
         }
         Ok(id)
     }
@@ -827,8 +854,8 @@ impl Server {
             msg.method(),
             ctx.client,
             match answer {
-                Answer::Error(c) | Answer::Challenge(c) => c,
-                Answer::Unknown(..) => 420,
+                Answer::Error(e) | Answer::Challenge(e) => e.code(),
+                Answer::Unknown(..) => TurnError::UnknownAttribute.code(),
             }
         );
         match self.write_error(now, snap, ctx, msg, answer, auth.as_ref(), out) {
@@ -849,14 +876,14 @@ impl Server {
     ) -> Result<usize, StunError> {
         let mut w = MessageWriter::new(out, msg.method(), Class::Error, msg.transaction_id())?;
         match answer {
-            Answer::Error(code) => w.add_error_code(code)?,
-            Answer::Challenge(code) => {
-                w.add_error_code(code)?;
+            Answer::Error(e) => w.add_error_code(e.code())?,
+            Answer::Challenge(e) => {
+                w.add_error_code(e.code())?;
                 w.add(REALM, snap.realm.as_bytes())?;
                 w.add(NONCE, &self.nonces.make(now.unix, ctx.client))?;
             }
             Answer::Unknown(types, n) => {
-                w.add_error_code(420)?;
+                w.add_error_code(TurnError::UnknownAttribute.code())?;
                 w.add_unknown_attributes(&types[..n])?;
             }
         }
@@ -1044,10 +1071,15 @@ fn auth_failed(now: Now, snap: &Snapshot, ctx: ClientCtx, msg: &Message<'_>, why
 }
 
 /// Add MESSAGE-INTEGRITY, and FINGERPRINT when the request had one, and finish.
-fn seal(mut w: MessageWriter<'_>, auth: &Authenticated, msg: &Message<'_>) -> Result<usize, u16> {
-    w.add_integrity(auth.key()).map_err(|_| 500u16)?;
+fn seal(
+    mut w: MessageWriter<'_>,
+    auth: &Authenticated,
+    msg: &Message<'_>,
+) -> Result<usize, TurnError> {
+    w.add_integrity(auth.key())
+        .map_err(|_| TurnError::ServerError)?;
     if msg.has_fingerprint() {
-        w.add_fingerprint().map_err(|_| 500u16)?;
+        w.add_fingerprint().map_err(|_| TurnError::ServerError)?;
     }
     Ok(w.finish())
 }
@@ -1063,7 +1095,7 @@ impl Allocation {
                 .any(|c| c.peer.ip() == ip && c.expires > now)
     }
 
-    fn install_permission(&mut self, ip: IpAddr, now: Instant) -> Result<(), u16> {
+    fn install_permission(&mut self, ip: IpAddr, now: Instant) -> Result<(), TurnError> {
         let expires = now + PERMISSION_LIFETIME;
         if let Some(p) = self.perms.iter_mut().find(|p| p.ip == ip) {
             p.expires = expires;
@@ -1071,7 +1103,7 @@ impl Allocation {
         }
         self.perms.retain(|p| p.expires > now);
         if self.perms.len() >= MAX_PERMISSIONS {
-            return Err(508);
+            return Err(TurnError::InsufficientCapacity);
         }
         self.perms.push(Permission { ip, expires });
         Ok(())
@@ -1141,23 +1173,23 @@ fn listener_of<'s>(
 }
 
 /// REQUESTED-ADDRESS-FAMILY, if present: 440 for an unknown family, 400 if malformed.
-fn requested_family(msg: &Message<'_>) -> Result<Option<Family>, u16> {
+fn requested_family(msg: &Message<'_>) -> Result<Option<Family>, TurnError> {
     msg.get(REQUESTED_ADDRESS_FAMILY)
         .map(|v| match attr::decode_family(v) {
             Ok(attr::FAMILY_IPV4) => Ok(Family::V4),
             Ok(attr::FAMILY_IPV6) => Ok(Family::V6),
-            Ok(_) => Err(440u16),
-            Err(_) => Err(400),
+            Ok(_) => Err(TurnError::AddressFamilyNotSupported),
+            Err(_) => Err(TurnError::BadRequest),
         })
         .transpose()
 }
 
 /// Lifetime for Allocate and Refresh: the request's LIFETIME clamped to
 /// [DEFAULT_LIFETIME, MAX_LIFETIME] (RFC 8656 section 7.2).
-fn granted_lifetime(msg: &Message<'_>) -> Result<Duration, u16> {
+fn granted_lifetime(msg: &Message<'_>) -> Result<Duration, TurnError> {
     match msg.get(LIFETIME).map(attr::decode_u32) {
         None => Ok(DEFAULT_LIFETIME),
-        Some(Err(_)) => Err(400),
+        Some(Err(_)) => Err(TurnError::BadRequest),
         Some(Ok(secs)) => {
             Ok(Duration::from_secs(u64::from(secs)).clamp(DEFAULT_LIFETIME, MAX_LIFETIME))
         }

@@ -24,6 +24,8 @@ struct FakeRelays {
     /// RFC 6062: connects the core asked for, and peer connections it closed.
     connects: Vec<(RelayId, SocketAddr, ConnectionId)>,
     closed_peers: Vec<ConnectionId>,
+    /// Messages the core sent to client transports on its own.
+    sent: std::collections::VecDeque<(TransportId, Vec<u8>)>,
 }
 
 impl Relays for FakeRelays {
@@ -79,6 +81,10 @@ impl Relays for FakeRelays {
 
     fn close_peer(&mut self, conn: ConnectionId) {
         self.closed_peers.push(conn);
+    }
+
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        self.sent.push_back((transport, bytes.to_vec()));
     }
 }
 
@@ -766,7 +772,7 @@ fn new_snapshot_without_the_route_revokes_channels_lazily() {
 fn ephemeral_credentials_expire_and_bind_allocations_to_users() {
     let mut h = Harness::local();
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let unix = h.now.unix;
     let rest_client = |h: &Harness, addr: &str, username: String| {
@@ -1020,5 +1026,6 @@ fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
     assert_eq!(code_of(&r), Some(443));
 }
 
+mod rotation;
 mod sessions;
 mod tcp;

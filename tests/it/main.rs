@@ -21,6 +21,7 @@ mod ops_util;
 
 mod cli;
 mod config_examples;
+mod k8s_auth_rotation;
 mod k8s_divergences;
 mod k8s_e2e;
 mod k8s_errors;
@@ -42,6 +43,7 @@ mod ops_sessions;
 mod real_clients;
 mod relay_port_range;
 mod rfc6062;
+mod secret_rotation;
 mod transport_bounds;
 mod transports;
 mod turnperf;

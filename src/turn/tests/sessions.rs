@@ -106,7 +106,7 @@ fn kill_by_id_frees_the_relay_and_the_next_refresh_gets_437() {
 fn kill_by_user_ends_only_that_users_sessions() {
     let mut h = Harness::local();
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let unix = h.now.unix;
     let rest_client = |h: &Harness, addr: &str, username: String| {
@@ -165,7 +165,7 @@ fn auth_result(h: &Harness, c: &Client) -> Result<(), AuthError> {
     c2.nonce = nonces.make(h.now.unix, c.addr).to_vec();
     let bytes = build(&c2, Method::Allocate, &[udp()], true);
     let msg = Message::parse(&bytes).unwrap();
-    authenticate(&h.snap, &nonces, h.now.unix, c.addr, None, &msg).map(|_| ())
+    authenticate(&h.snap, &nonces, h.now.unix, c.addr, None, None, &msg).map(|_| ())
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn rejections_say_why() {
     );
 
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let rest = |username: &str| {
         let mut c = h.client("192.0.2.7:2");

@@ -334,6 +334,43 @@ impl TurnClient {
         .map(|_| ())
     }
 
+    pub fn channel_bind(&mut self, number: u16, peer: SocketAddr) -> Result<(), u16> {
+        self.request(Method::ChannelBind, &|w| {
+            let _ = w.add(
+                attr::CHANNEL_NUMBER,
+                &[(number >> 8) as u8, number as u8, 0, 0],
+            );
+            let _ = w.add_xor_addr(attr::XOR_PEER_ADDRESS, peer);
+        })
+        .map(|_| ())
+    }
+
+    /// A ChannelData message on channel `number`.
+    pub fn send_channel(&self, number: u16, data: &[u8]) {
+        let mut buf = Vec::with_capacity(4 + data.len());
+        buf.extend_from_slice(&number.to_be_bytes());
+        buf.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        buf.extend_from_slice(data);
+        let _ = self.sock.send_to(&buf, self.server);
+    }
+
+    /// The payload of the next ChannelData on channel `number`, if one comes within
+    /// `timeout`.
+    pub fn recv_channel(&self, number: u16, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if n >= 4 && buf[..2] == number.to_be_bytes() {
+                let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+                return buf.get(4..4 + len).map(<[u8]>::to_vec);
+            }
+        }
+        None
+    }
+
     /// A Send indication to `peer`.
     pub fn send(&self, peer: SocketAddr, data: &[u8]) {
         let tid: [u8; 12] = rand::random();
@@ -364,6 +401,28 @@ impl TurnClient {
         }
         None
     }
+}
+
+/// Like [`relay_roundtrip`], over channel `number` (bound to `peer` already).
+pub fn channel_roundtrip(
+    client: &TurnClient,
+    number: u16,
+    peer: &UdpSocket,
+    payload: &[u8],
+) -> bool {
+    client.send_channel(number, payload);
+    let mut buf = [0u8; 2048];
+    let Ok((n, from)) = peer.recv_from(&mut buf) else {
+        return false;
+    };
+    if &buf[..n] != payload {
+        return false;
+    }
+    let _ = peer.send_to(payload, from);
+    client
+        .recv_channel(number, Duration::from_secs(2))
+        .as_deref()
+        == Some(payload)
 }
 
 /// Relay one datagram each way through `client` to a UDP echo `peer` socket owned by the
