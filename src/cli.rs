@@ -450,6 +450,11 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
         run: crate::cds::main,
     },
     Subcommand {
+        name: "sessions",
+        about: "List the live allocations of a running stunnerd (`sessions kill ID|--user NAME` ends them)",
+        run: crate::admin::client::main,
+    },
+    Subcommand {
         name: "help",
         about: "Print this help, or a subcommand's (`stunnerd help render`)",
         run: help_main,

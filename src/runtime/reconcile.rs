@@ -110,6 +110,7 @@ impl Reconciler {
         let old = self.store.swap_arc(next.clone());
         if let Some(w) = &self.workers {
             let changes = listener_changes(Some(&old), &next);
+            super::listeners::log_changes(&old, &next, &changes);
             w.apply(Plan {
                 snap: next,
                 changes,

@@ -77,6 +77,15 @@ impl Workers {
         }
     }
 
+    /// Each worker's control channel and waker, for the admin session list and kill
+    /// switch (messages wait in the channel until the wakeup; the packet path never looks).
+    pub fn controls(&self) -> Vec<(mpsc::Sender<Control>, Arc<mio::Waker>)> {
+        self.threads
+            .iter()
+            .map(|t| (t.control.clone(), t.handle.waker.clone()))
+            .collect()
+    }
+
     /// Stop every worker and wait for it; closes all sockets.
     pub fn stop(self) {
         for t in &self.threads {

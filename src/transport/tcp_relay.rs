@@ -28,6 +28,8 @@ pub struct PeerConn {
     pub client: Option<usize>,
     to_peer: Vec<u8>,
     to_client: Vec<u8>,
+    /// (reads, bytes) moved each way since [`PeerConn::take_moved`], for the session.
+    moved: ((u64, u64), (u64, u64)),
 }
 
 /// How a pump round ended.
@@ -52,7 +54,14 @@ impl PeerConn {
             client: None,
             to_peer: Vec::new(),
             to_client: Vec::new(),
+            moved: Default::default(),
         }
+    }
+
+    /// What the pipe moved since the last call: (reads, bytes) client to peer and peer to
+    /// client.
+    pub fn take_moved(&mut self) -> ((u64, u64), (u64, u64)) {
+        std::mem::take(&mut self.moved)
     }
 
     pub fn register(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
@@ -100,6 +109,8 @@ impl PeerConn {
                     Ok(n) => {
                         self.to_client.extend_from_slice(&chunk[..n]);
                         progress = true;
+                        self.moved.1.0 += 1;
+                        self.moved.1.1 += n as u64;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => return Pumped::Ended,
@@ -120,6 +131,8 @@ impl PeerConn {
                     Ok(n) => {
                         self.to_peer.extend_from_slice(&chunk[..n]);
                         progress = true;
+                        self.moved.0.0 += 1;
+                        self.moved.0.1 += n as u64;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => return Pumped::Ended,

@@ -33,6 +33,7 @@ use super::uring::{self, Completion, RelayRing};
 use crate::config::ListenerProtocol;
 use crate::snapshot::diff::{ListenerChange, Plan};
 use crate::snapshot::{Listener, Snapshot, SnapshotCache};
+use crate::turn::session::{DeleteReason, Selector, SessionInfo};
 use crate::turn::{ConnectionId, FiveTuple, HEADROOM, Now, RelayId, Relays, Server, TransportId};
 
 /// Datagrams per `recvmmsg` on a relay socket (one peer flow: usually one is waiting).
@@ -55,8 +56,13 @@ const RING: Token = Token(usize::MAX - 1);
 pub enum Control {
     /// Apply the listener changes the reconciler decided for a new snapshot.
     Apply(Arc<Plan>),
-    /// Stop the loop and close every socket.
+    /// Stop the loop and close every socket (the allocations left are logged as deleted
+    /// at shutdown).
     Stop,
+    /// Answer with this worker's live allocations (the admin session list).
+    Sessions(std::sync::mpsc::Sender<Vec<SessionInfo>>),
+    /// End the allocations the selector names; answer with their session ids.
+    Kill(Selector, std::sync::mpsc::Sender<Vec<u64>>),
 }
 
 /// A UDP worker, built on the runtime thread and moved into its own thread by
@@ -251,8 +257,25 @@ impl Worker {
         loop {
             match self.control.try_recv() {
                 Ok(Control::Apply(plan)) => self.apply(&plan),
-                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return true,
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => {
+                    let now = super::now();
+                    self.core
+                        .server
+                        .close_all(DeleteReason::Shutdown, now, &mut self.eps);
+                    return true;
+                }
                 Err(TryRecvError::Empty) => return false,
+                Ok(Control::Sessions(reply)) => {
+                    let _ = reply.send(self.core.server.sessions(super::now()));
+                }
+                Ok(Control::Kill(selector, reply)) => {
+                    let killed = self
+                        .core
+                        .server
+                        .kill(super::now(), &selector, &mut self.eps);
+                    self.after_core();
+                    let _ = reply.send(killed);
+                }
             }
         }
     }
@@ -422,9 +445,12 @@ impl Worker {
                 }
                 _ => {}
             }
-            self.core
-                .server
-                .close_transport(TransportId(key as u32), &mut self.eps);
+            self.core.server.close_transport(
+                TransportId(key as u32),
+                DeleteReason::ListenerClosed,
+                super::now(),
+                &mut self.eps,
+            );
         }
         self.after_core();
         info!(target: "listener", "worker {}: listener {name} closed", self.index);
@@ -523,6 +549,10 @@ impl Worker {
             Some(Endpoint::Conn(c)) => p.pump(c as &mut dyn ByteStream),
             _ => Pumped::Ended,
         };
+        let (up, down) = p.take_moved();
+        if up.0 + down.0 > 0 {
+            self.core.server.count_pipe(p.conn, up, down);
+        }
         if result != Pumped::Ended {
             self.eps.slab.put_back(peer, Endpoint::PeerConn(p));
             return result == Pumped::More;
@@ -564,9 +594,12 @@ impl Worker {
             }
             self.core.server.close_peer_connection(conn);
         }
-        self.core
-            .server
-            .close_transport(TransportId(key as u32), &mut self.eps);
+        self.core.server.close_transport(
+            TransportId(key as u32),
+            DeleteReason::ConnectionClosed,
+            super::now(),
+            &mut self.eps,
+        );
     }
 
     // ----- DTLS -------------------------------------------------------------------------
@@ -666,9 +699,12 @@ impl Worker {
             }
             l.counters += &counters;
         }
-        self.core
-            .server
-            .close_transport(TransportId(key as u32), &mut self.eps);
+        self.core.server.close_transport(
+            TransportId(key as u32),
+            DeleteReason::ConnectionClosed,
+            super::now(),
+            &mut self.eps,
+        );
     }
 
     /// Resend the lost flights of handshakes whose DTLS retransmission timer expired, once

@@ -171,16 +171,40 @@ pub enum AuthError {
     /// Unknown or expired nonce: 438 + REALM + NONCE.
     StaleNonce,
     /// Unknown user, expired REST credential, or integrity mismatch: 401 + REALM + NONCE.
-    Rejected,
+    Rejected(Rejection),
     /// Auth type `none`: TURN is off, 401 without a way in.
     Disabled,
+}
+
+/// Why a request with credentials was rejected (for the failed-authentication log line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Static auth: USERNAME is not the configured user.
+    UnknownUser,
+    /// MESSAGE-INTEGRITY does not match the key of the user (a wrong password or secret).
+    BadIntegrity,
+    /// TURN REST: the username's timestamp is in the past.
+    Expired,
+    /// TURN REST: the username carries no non-zero timestamp.
+    MalformedRestUsername,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownUser => "unknown user",
+            Rejection::BadIntegrity => "bad message integrity (wrong password or secret)",
+            Rejection::Expired => "expired REST credential",
+            Rejection::MalformedRestUsername => "malformed REST username (no timestamp)",
+        }
+    }
 }
 
 impl AuthError {
     /// The STUN error the client gets.
     pub fn error(self) -> TurnError {
         match self {
-            AuthError::Challenge | AuthError::Rejected | AuthError::Disabled => {
+            AuthError::Challenge | AuthError::Rejected(_) | AuthError::Disabled => {
                 TurnError::Unauthorized
             }
             AuthError::Malformed => TurnError::BadRequest,
@@ -233,16 +257,20 @@ pub fn authenticate(
     };
     match &snap.auth {
         Auth::Static { .. } => {
-            let key = snap.auth.static_key(username).ok_or(AuthError::Rejected)?;
+            let key = snap
+                .auth
+                .static_key(username)
+                .ok_or(AuthError::Rejected(Rejection::UnknownUser))?;
             if !msg.verify_integrity(key) {
-                return Err(AuthError::Rejected);
+                return Err(AuthError::Rejected(Rejection::BadIntegrity));
             }
             Ok(ok(username, *key, false))
         }
         Auth::Ephemeral { secrets } => {
-            let expiry = rest_expiry(username).ok_or(AuthError::Rejected)?;
+            let expiry = rest_expiry(username)
+                .ok_or(AuthError::Rejected(Rejection::MalformedRestUsername))?;
             if expiry < unix as i64 {
-                return Err(AuthError::Rejected);
+                return Err(AuthError::Rejected(Rejection::Expired));
             }
             let user = rest_user_id(username);
             // Each check is a constant-time MAC comparison; which secret matched is no
@@ -258,7 +286,7 @@ pub fn authenticate(
                 Some(h) if *h.username == *username && msg.verify_integrity(&h.key) => {
                     Ok(ok(user, h.key, true))
                 }
-                _ => Err(AuthError::Rejected),
+                _ => Err(AuthError::Rejected(Rejection::BadIntegrity)),
             }
         }
         Auth::None => Err(AuthError::Disabled),

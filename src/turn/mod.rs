@@ -6,8 +6,10 @@
 //! closed through the [`Relays`] trait, so the core never touches a socket itself.
 
 pub mod auth;
+pub mod logs;
 pub mod policy;
 mod server;
+pub mod session;
 mod tally;
 
 use std::net::SocketAddr;

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::auth::{self, AuthError, Authenticated, HeldCredential, NonceKey};
+use super::logs::{self, Shown, Suppressed};
 use super::policy;
+use super::session::{self, DeleteReason, Traffic};
 use super::tally::{ClusterTraffic, Tally};
+mod sessions;
 mod tcp;
 mod timers;
 
@@ -58,7 +61,16 @@ pub struct Server {
 }
 
 struct Allocation {
+    /// Session id, unique in the process ([`session::next_id`]).
+    id: u64,
     five: FiveTuple,
+    /// The client's transport (`udp`, `tcp`, `tls`, `dtls`) and the server side of its
+    /// 5-tuple (listener address and port), for logs and the session list.
+    transport: &'static str,
+    server: SocketAddr,
+    created: Instant,
+    created_unix: u64,
+    traffic: Traffic,
     listener: Arc<str>,
     /// (snapshot generation, listener index) the name last resolved to.
     listener_at: (u64, ListenerIdx),
@@ -227,7 +239,7 @@ impl Server {
             };
             if a.expires <= now.mono {
                 self.stats.allocations_expired += 1;
-                self.delete(id, relays);
+                self.delete(id, DeleteReason::Expired, now.mono, relays);
                 continue;
             }
             a.perms.retain(|p| p.expires > now.mono);
@@ -267,8 +279,14 @@ impl Server {
     }
 
     /// Delete every allocation on a transport (a closed stream connection, a removed
-    /// listener).
-    pub fn close_transport(&mut self, transport: TransportId, relays: &mut dyn Relays) {
+    /// listener); `reason` is what the log line names.
+    pub fn close_transport(
+        &mut self,
+        transport: TransportId,
+        reason: DeleteReason,
+        now: Now,
+        relays: &mut dyn Relays,
+    ) {
         let ids: Vec<u32> = self
             .by_client
             .iter()
@@ -276,7 +294,7 @@ impl Server {
             .map(|(_, &v)| v)
             .collect();
         for id in ids {
-            self.delete(id, relays);
+            self.delete(id, reason, now.mono, relays);
         }
     }
 
@@ -307,25 +325,26 @@ impl Server {
             return ClientOutput::Drop(DropReason::NoAllocation);
         }
         let relay = a.relay;
-        let Some(ch) = a
+        let Some(i) = a
             .channels
-            .iter_mut()
-            .find(|c| c.number == cd.number && c.expires > now.mono)
+            .iter()
+            .position(|c| c.number == cd.number && c.expires > now.mono)
         else {
             return ClientOutput::Drop(DropReason::NoPermission);
         };
-        if ch.admitted_gen != snap.generation {
+        if a.channels[i].admitted_gen != snap.generation {
             // The config changed since this channel was admitted: ask the policy again.
-            let admitted = snap
-                .listener(&a.listener)
-                .and_then(|(_, l)| policy::admit(snap, l, ch.peer).ok());
-            let Some(cluster) = admitted else {
-                return ClientOutput::Drop(DropReason::Forbidden);
+            let peer = a.channels[i].peer;
+            let cluster = match admit_for(a, snap, peer) {
+                Ok(c) => c,
+                Err(why) => return ClientOutput::Drop(refused(a, peer, why, now.unix)),
             };
-            ch.admitted_gen = snap.generation;
-            ch.cluster = cluster;
+            a.channels[i].admitted_gen = snap.generation;
+            a.channels[i].cluster = cluster;
         }
-        let (peer, cluster) = (ch.peer, ch.cluster);
+        let (peer, cluster) = (a.channels[i].peer, a.channels[i].cluster);
+        a.traffic.to_peer_packets += 1;
+        a.traffic.to_peer_bytes += cd.data.len() as u64;
         self.clusters.count(snap, cluster, true, cd.data.len());
         ClientOutput::Forward {
             relay,
@@ -387,9 +406,11 @@ impl Server {
         }
         let cluster = match admit_for(a, snap, peer) {
             Ok(c) => c,
-            Err(r) => return ClientOutput::Drop(r),
+            Err(why) => return ClientOutput::Drop(refused(a, peer, why, now.unix)),
         };
         let relay = a.relay;
+        a.traffic.to_peer_packets += 1;
+        a.traffic.to_peer_bytes += data.len() as u64;
         self.clusters.count(snap, cluster, true, data.len());
         ClientOutput::Forward {
             relay,
@@ -467,6 +488,9 @@ impl Server {
                     AuthError::Challenge => self.stats.auth_challenges += 1,
                     AuthError::StaleNonce => self.stats.stale_nonces += 1,
                     _ => self.stats.auth_failures += 1,
+                }
+                if let AuthError::Rejected(why) = e {
+                    auth_failed(now, snap, ctx, msg, why);
                 }
                 let ans = match e {
                     AuthError::Malformed => Answer::Error(TurnError::BadRequest),
@@ -630,7 +654,13 @@ impl Server {
             return Err(TurnError::ServerError);
         };
         let allocation = Allocation {
+            id: session::next_id(),
             five,
+            transport: logs::transport_name(listener.protocol),
+            server: SocketAddr::new(listener.relay_ip, listener.port),
+            created: now.mono,
+            created_unix: now.unix,
+            traffic: Traffic::default(),
             listener: listener.name.clone(),
             listener_at: (snap.generation, ctx.listener),
             user: auth.user().clone(),
@@ -646,6 +676,19 @@ impl Server {
             tcp,
             held: auth.held_credential(msg),
         };
+        tracing::info!(
+            target: "turn",
+            "session {} created: user {}, client {} {} -> {} (listener {}), relayed {} ({}), lifetime {}s",
+            allocation.id,
+            Shown(&allocation.user),
+            allocation.transport,
+            allocation.five.client,
+            allocation.server,
+            allocation.listener,
+            allocation.relayed,
+            if tcp { "tcp" } else { "udp" },
+            lifetime.as_secs()
+        );
         self.insert(allocation);
         self.stats.allocations_created += 1;
         Ok(len)
@@ -673,7 +716,7 @@ impl Server {
             }
         }
         if lifetime.is_zero() {
-            self.delete(id, relays);
+            self.delete(id, DeleteReason::Refreshed0, now.mono, relays);
         } else if let Some(a) = self.alloc_mut(id) {
             a.expires = now.mono + lifetime;
         }
@@ -710,7 +753,8 @@ impl Server {
                 return Err(TurnError::PeerAddressFamilyMismatch);
             }
             // A permission is for an IP; admission of the port happens per packet.
-            if !admits_ip(a, snap, peer.ip()) {
+            if let Err(why) = admits_ip(a, snap, peer.ip()) {
+                refused(a, peer.ip(), why, now.unix);
                 return Err(TurnError::Forbidden);
             }
             if n == peers.len() {
@@ -774,7 +818,10 @@ impl Server {
         if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
             return Err(TurnError::PeerAddressFamilyMismatch);
         }
-        let cluster = admit_for(a, snap, peer).map_err(|_| TurnError::Forbidden)?;
+        let cluster = admit_for(a, snap, peer).map_err(|why| {
+            refused(a, peer, why, now.unix);
+            TurnError::Forbidden
+        })?;
         let expires = now.mono + CHANNEL_LIFETIME;
         let by_number = a.channels.iter().position(|c| c.number == number);
         let by_peer = a.channels.iter().position(|c| c.peer == peer);
@@ -933,6 +980,8 @@ impl Server {
                 ch.cluster = cluster;
             }
             let (number, cluster) = (ch.number, ch.cluster);
+            a.traffic.to_client_packets += 1;
+            a.traffic.to_client_bytes += len as u64;
             self.clusters.count(snap, cluster, false, len);
             let data_len = u16::try_from(len).map_err(|_| DropReason::TooBig)?;
             let frame = buf.get_mut(..HEADROOM + len).ok_or(DropReason::TooBig)?;
@@ -949,10 +998,14 @@ impl Server {
         if a.tcp || !a.permits(peer, now.mono) {
             return Err(DropReason::NoPermission);
         }
-        admit_for(a, snap, peer)?;
+        if let Err(why) = admit_for(a, snap, peer) {
+            return Err(refused(a, peer, why, now.unix));
+        }
         let payload = buf
             .get(HEADROOM..HEADROOM + len)
             .ok_or(DropReason::TooBig)?;
+        a.traffic.to_client_packets += 1;
+        a.traffic.to_client_bytes += len as u64;
         self.indication_seq = seq.wrapping_add(1);
         let mut tid = [0u8; 12];
         tid[..8].copy_from_slice(&seq.to_be_bytes());
@@ -1003,10 +1056,28 @@ impl Server {
         self.deadlines.push(scheduled, id, serial);
     }
 
-    fn delete(&mut self, id: u32, relays: &mut dyn Relays) {
+    fn delete(&mut self, id: u32, reason: DeleteReason, now: Instant, relays: &mut dyn Relays) {
         let Some(a) = self.allocs.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
+        let t = &a.traffic;
+        tracing::info!(
+            target: "turn",
+            "session {} deleted: user {}, client {} {} -> {}, relayed {}, duration {:.1}s, \
+             to peers {} packets {} bytes, to client {} packets {} bytes, reason: {}",
+            a.id,
+            Shown(&a.user),
+            a.transport,
+            a.five.client,
+            a.server,
+            a.relayed,
+            now.saturating_duration_since(a.created).as_secs_f64(),
+            t.to_peer_packets,
+            t.to_peer_bytes,
+            t.to_client_packets,
+            t.to_client_bytes,
+            reason.as_str()
+        );
         self.free.push(id);
         self.by_client.remove(&a.five);
         self.by_relay.remove(&a.relay);
@@ -1020,6 +1091,32 @@ impl Server {
         relays.close(a.relay);
         self.stats.allocations_deleted += 1;
     }
+}
+
+/// Log a failed authentication (rate-limited, see [`logs`]): the user and realm the
+/// client sent, its address and transport, and why. Never the password or key.
+fn auth_failed(now: Now, snap: &Snapshot, ctx: ClientCtx, msg: &Message<'_>, why: auth::Rejection) {
+    let Some(n) = logs::AUTH_FAILURES.admit(now.unix) else {
+        return;
+    };
+    let text = |typ| {
+        msg.get(typ)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let transport = snap
+        .listeners
+        .get(ctx.listener)
+        .map_or("?", |l| logs::transport_name(l.protocol));
+    tracing::info!(
+        target: "auth",
+        "authentication failed: user {}, realm {}, client {transport} {}: {}{}",
+        Shown(&text(USERNAME)),
+        Shown(&text(REALM)),
+        ctx.client,
+        why.as_str(),
+        Suppressed(n)
+    );
 }
 
 /// Add MESSAGE-INTEGRITY, and FINGERPRINT when the request had one, and finish.
@@ -1072,23 +1169,53 @@ impl Allocation {
     }
 }
 
+/// Why a peer was not admitted for an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// The allocation's listener is gone from the config (it is about to close).
+    NoListener,
+    /// The policy refused the peer.
+    Policy(policy::Denied),
+}
+
+impl Refused {
+    fn drop_reason(self) -> DropReason {
+        match self {
+            Refused::NoListener => DropReason::NoListener,
+            Refused::Policy(_) => DropReason::Forbidden,
+        }
+    }
+}
+
 /// Peer admission for an allocation: resolve its listener in this snapshot, then ask the
 /// one policy function.
-fn admit_for(
-    a: &mut Allocation,
-    snap: &Snapshot,
-    peer: SocketAddr,
-) -> Result<ClusterIdx, DropReason> {
-    let listener = listener_of(a, snap).ok_or(DropReason::NoListener)?;
-    policy::admit(snap, listener, peer).map_err(|_| DropReason::Forbidden)
+fn admit_for(a: &mut Allocation, snap: &Snapshot, peer: SocketAddr) -> Result<ClusterIdx, Refused> {
+    let listener = listener_of(a, snap).ok_or(Refused::NoListener)?;
+    policy::admit(snap, listener, peer).map_err(Refused::Policy)
 }
 
 /// Whether any port of `ip` could be admitted (permissions are per IP).
-fn admits_ip(a: &mut Allocation, snap: &Snapshot, ip: IpAddr) -> bool {
-    let Some(listener) = listener_of(a, snap) else {
-        return false;
-    };
-    policy::admit_ip(snap, listener, ip)
+fn admits_ip(a: &mut Allocation, snap: &Snapshot, ip: IpAddr) -> Result<ClusterIdx, Refused> {
+    let listener = listener_of(a, snap).ok_or(Refused::NoListener)?;
+    policy::admit_ip(snap, listener, ip).map_err(Refused::Policy)
+}
+
+/// Log a refused peer (rate-limited, see [`logs`]); returns the drop reason to count.
+fn refused(a: &Allocation, peer: impl std::fmt::Display, why: Refused, unix: u64) -> DropReason {
+    if let Refused::Policy(rule) = why {
+        if let Some(n) = logs::REFUSED_PEERS.admit(unix) {
+            tracing::info!(
+                target: "turn",
+                "peer refused: user {}, client {} {}, peer {peer}: {}{}",
+                Shown(&a.user),
+                a.transport,
+                a.five.client,
+                rule.as_str(),
+                Suppressed(n)
+            );
+        }
+    }
+    why.drop_reason()
 }
 
 fn listener_of<'s>(

@@ -232,6 +232,13 @@ enum Outcome {
 }
 
 impl Outcome {
+    fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            Outcome::Drop(r) => Some(*r),
+            _ => None,
+        }
+    }
+
     fn reply(self) -> Vec<u8> {
         match self {
             Outcome::Reply(r) => r,
@@ -1062,4 +1069,5 @@ fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
 }
 
 mod rotation;
+mod sessions;
 mod tcp;

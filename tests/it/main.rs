@@ -39,6 +39,7 @@ mod ops_admin;
 mod ops_cds;
 mod ops_file;
 mod ops_reload;
+mod ops_sessions;
 mod real_clients;
 mod relay_port_range;
 mod rfc6062;

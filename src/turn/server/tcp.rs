@@ -13,11 +13,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Allocation, Server, admit_for, seal};
+use super::{Allocation, Server, admit_for, refused, seal};
 use crate::snapshot::Snapshot;
 use crate::stun::attr::{self, CONNECTION_ID, XOR_PEER_ADDRESS};
 use crate::stun::{Class, Message, MessageWriter, Method, StunError, TransactionId};
 use crate::turn::auth::Authenticated;
+use crate::turn::session::ConnectionInfo;
 use crate::turn::{
     BIND_WINDOW, CONNECT_TIMEOUT, ClientCtx, ConnectionId, DropReason, Family, FiveTuple,
     MAX_PEER_CONNECTIONS, Now, RelayId, Relays, TransportId,
@@ -134,7 +135,9 @@ impl Server {
         if !a.permits(peer, now.mono) {
             return Err(DropReason::NoPermission);
         }
-        admit_for(a, snap, peer)?;
+        if let Err(why) = admit_for(a, snap, peer) {
+            return Err(refused(a, peer, why, now.unix));
+        }
         let five = a.five;
         if self.conns_of(id) >= MAX_PEER_CONNECTIONS {
             return Err(DropReason::TooBig);
@@ -165,6 +168,25 @@ impl Server {
         .map_err(|_| DropReason::TooBig)?;
         relays.send_to_client(five.transport, &buf[..n]);
         Ok(conn)
+    }
+
+    /// Count what the pipe of peer connection `conn` moved (reads from the client data
+    /// connection, reads from the peer: packets are reads, bytes are payload) for its
+    /// session. The shell calls this once per pipe wakeup, not per read.
+    pub fn count_pipe(&mut self, conn: ConnectionId, to_peer: (u64, u64), to_client: (u64, u64)) {
+        let Some(c) = self.peer_conns.get(&conn.0) else {
+            return;
+        };
+        if let Some(a) = self
+            .allocs
+            .get_mut(c.alloc as usize)
+            .and_then(Option::as_mut)
+        {
+            a.traffic.to_peer_packets += to_peer.0;
+            a.traffic.to_peer_bytes += to_peer.1;
+            a.traffic.to_client_packets += to_client.0;
+            a.traffic.to_client_bytes += to_client.1;
+        }
     }
 
     /// The shell closed a peer connection or the client data connection piped to it.
@@ -228,7 +250,10 @@ impl Server {
             return Err(TurnError::PeerAddressFamilyMismatch);
         }
         // The one admission function, before any connection attempt.
-        admit_for(a, snap, peer).map_err(|_| TurnError::Forbidden)?;
+        admit_for(a, snap, peer).map_err(|why| {
+            refused(a, peer, why, now.unix);
+            TurnError::Forbidden
+        })?;
         let relay = a.relay;
         if self
             .peer_conns
@@ -375,6 +400,26 @@ impl Server {
             self.peer_conns.remove(&k);
             relays.close_peer(ConnectionId(k));
         }
+    }
+
+    /// The peer connections of allocation `id`, for its session entry.
+    pub(super) fn connections_of(&self, id: u32) -> Vec<ConnectionInfo> {
+        let mut v: Vec<ConnectionInfo> = self
+            .peer_conns
+            .iter()
+            .filter(|(_, c)| c.alloc == id)
+            .map(|(&k, c)| ConnectionInfo {
+                id: k,
+                peer: c.peer,
+                state: match c.state {
+                    State::Connecting { .. } => "connecting",
+                    State::Ready => "ready",
+                    State::Bound => "bound",
+                },
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
     }
 
     fn conns_of(&self, id: u32) -> usize {

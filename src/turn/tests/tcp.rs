@@ -310,7 +310,12 @@ fn connection_bind_pipes_a_new_connection_of_the_same_user() {
     // A bound connection does not time out; it closes with its allocation.
     h.advance(60);
     assert!(h.relays.closed_peers.is_empty());
-    h.server.close_transport(CONTROL, &mut h.relays);
+    h.server.close_transport(
+        CONTROL,
+        crate::turn::session::DeleteReason::ConnectionClosed,
+        h.now,
+        &mut h.relays,
+    );
     assert_eq!(h.relays.closed_peers, vec![conn]);
     assert_eq!(h.server.peer_connection_count(), 0);
 }
@@ -462,7 +467,12 @@ fn control_connection_close_closes_every_peer_connection() {
     let a = h.connect_pending(&mut c, "127.0.0.1:9000");
     let b = h.connect_pending(&mut c, "127.0.0.1:9001");
     h.connect_result(b, true).unwrap();
-    h.server.close_transport(CONTROL, &mut h.relays);
+    h.server.close_transport(
+        CONTROL,
+        crate::turn::session::DeleteReason::ConnectionClosed,
+        h.now,
+        &mut h.relays,
+    );
     let mut closed = h.relays.closed_peers.clone();
     closed.sort();
     assert_eq!(closed, vec![a, b]);
@@ -554,6 +564,66 @@ fn connection_bind_accepts_the_control_connections_nonce_from_the_same_ip() {
     // From the control connection's IP, for a connection of its allocation: bound.
     let r = bind(&mut h, &d, conn.0);
     assert!(matches!(r, Out::Bind(_, b) if b == conn), "{r:?}");
+}
+
+#[test]
+fn a_tcp_session_lists_its_peer_connections_and_pipe_traffic_and_kill_closes_them() {
+    let mut h = Harness::local();
+    let mut c = h.client("192.0.2.7:4000");
+    h.tcp_allocate(&mut c);
+    let a = h.connect_pending(&mut c, "127.0.0.1:9000");
+    h.connect_result(a, true).unwrap();
+    let b = h.connect_pending(&mut c, "127.0.0.1:9001");
+    let mut d = h.client("192.0.2.7:4001");
+    let r = h.treq(
+        &mut d,
+        DATA,
+        true,
+        Method::ConnectionBind,
+        &[conn_attr(a.0)],
+    );
+    assert!(matches!(r, Out::Bind(..)));
+    h.server.count_pipe(a, (2, 300), (1, 40));
+    h.server.count_pipe(a, (1, 5), (0, 0));
+
+    let list = h.server.sessions(h.now);
+    assert_eq!(list.len(), 1);
+    let s = &list[0];
+    assert_eq!(s.relay_transport, "tcp");
+    assert_eq!(s.client, c.addr);
+    let conns: Vec<(u32, String, &str)> = s
+        .connections
+        .iter()
+        .map(|c| (c.id, c.peer.to_string(), c.state))
+        .collect();
+    assert_eq!(
+        conns,
+        vec![
+            (a.0, "127.0.0.1:9000".to_string(), "bound"),
+            (b.0, "127.0.0.1:9001".to_string(), "connecting"),
+        ]
+    );
+    assert_eq!(
+        (s.traffic.to_peer_packets, s.traffic.to_peer_bytes),
+        (3, 305)
+    );
+    assert_eq!(
+        (s.traffic.to_client_packets, s.traffic.to_client_bytes),
+        (1, 40)
+    );
+
+    let killed = h.server.kill(
+        h.now,
+        &crate::turn::session::Selector::Id(s.id),
+        &mut h.relays,
+    );
+    assert_eq!(killed, vec![s.id]);
+    let mut closed = h.relays.closed_peers.clone();
+    closed.sort();
+    assert_eq!(closed, vec![a, b], "both peer connections close with it");
+    assert_eq!(h.server.peer_connection_count(), 0);
+    let r = h.treq(&mut c, CONTROL, true, Method::Refresh, &[]);
+    assert_eq!(code_of(&r.reply()), Some(437));
 }
 
 #[test]
