@@ -12,6 +12,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
+use super::*;
+
 /// (when, allocation id, allocation serial), earliest first.
 #[derive(Default)]
 pub(super) struct Deadlines {
@@ -34,6 +36,59 @@ impl Deadlines {
             return None;
         }
         self.heap.pop().map(|Reverse(e)| e)
+    }
+}
+
+impl Server {
+    /// Expire allocations, permissions and channels whose time has come (only those:
+    /// the deadlines are kept earliest first), and time out RFC 6062 peer connections.
+    pub fn handle_timeout(&mut self, now: Now, relays: &mut dyn Relays) {
+        while let Some((at, id, serial)) = self.deadlines.pop_due(now.mono) {
+            let Some(a) = self
+                .alloc_mut(id)
+                .filter(|a| a.serial == serial && a.scheduled == at)
+            else {
+                continue; // gone, or rescheduled to an earlier time since
+            };
+            if a.expires <= now.mono {
+                self.stats.allocations_expired += 1;
+                self.delete(id, DeleteReason::Expired, now.mono, relays);
+                continue;
+            }
+            a.perms.retain(|p| p.expires > now.mono);
+            a.channels.retain(|c| c.expires > now.mono);
+            let next = a.next_deadline();
+            a.scheduled = next;
+            self.deadlines.push(next, id, serial);
+        }
+        if self.peer_conns.is_empty() {
+            self.next_peer_check = None;
+        } else if self.next_peer_check.is_none_or(|t| t <= now.mono) {
+            self.expire_peer_conns(now, relays);
+            self.next_peer_check = Some(now.mono + SWEEP_INTERVAL);
+        }
+    }
+
+    /// After a request that set a lifetime (Refresh, CreatePermission, ChannelBind): if the
+    /// allocation now needs the timer sooner than scheduled, schedule it sooner (a later
+    /// time is found when the scheduled one comes).
+    pub(super) fn reschedule(&mut self, ctx: ClientCtx) {
+        let five = FiveTuple {
+            transport: ctx.transport,
+            client: ctx.client,
+        };
+        let Some(&id) = self.by_client.get(&five) else {
+            return;
+        };
+        let Some(a) = self.alloc_mut(id) else {
+            return;
+        };
+        let next = a.next_deadline();
+        if next < a.scheduled {
+            a.scheduled = next;
+            let serial = a.serial;
+            self.deadlines.push(next, id, serial);
+        }
     }
 }
 
