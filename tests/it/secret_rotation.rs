@@ -445,8 +445,11 @@ fn k8s_auth_secret_rotation_through_manifests() {
         "new credentials from the removed secret still allocate ({last:?})\n{}",
         tail(&p.log(), 30)
     );
+    // The snapshot is swapped before the reload is logged: wait for the line.
     assert!(
-        p.log().contains("new configuration applied"),
+        wait_for(Duration::from_secs(2), || p
+            .log()
+            .contains("new configuration applied")),
         "{}",
         tail(&p.log(), 30)
     );
