@@ -21,6 +21,7 @@ use stunnerd::config::parse_config;
 use stunnerd::snapshot::{Snapshot, long_term_key};
 use stunnerd::stun::{Class, Message, MessageWriter, Method, attr, write_channel_header};
 use stunnerd::turn::auth::NonceKey;
+use stunnerd::turn::session::DeleteReason;
 use stunnerd::turn::{
     ClientCtx, ClientOutput, HEADROOM, MAX_LIFETIME, Now, Opened, RelayError, RelayId,
     RelayRequest, Relays, Server, TransportId,
@@ -326,11 +327,15 @@ fuzz_target!(|data: &[u8]| {
                 now = now.advance(Duration::from_secs(secs));
                 server.handle_timeout(now, &mut relays);
                 if op & 0x40 != 0 {
-                    server.close_transport(TransportId(1), &mut relays);
+                    server.close_transport(
+                        TransportId(1),
+                        DeleteReason::ConnectionClosed,
+                        now,
+                        &mut relays,
+                    );
                 }
             }
         }
-        while server.poll_transmit().is_some() {}
         check_counts(&server, &relays);
     }
     now = now.advance(MAX_LIFETIME + Duration::from_secs(120));
