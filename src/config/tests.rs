@@ -298,6 +298,20 @@ fn json_round_trip_of_serialize() {
     assert_eq!(parse(&yaml).config, full);
 }
 
+/// Found by the config_decode fuzz target: a JSON string holding U+0085 (or U+2028, U+2029)
+/// came back as a space when the JSON text was read as YAML, so a serialised config did not
+/// decode to itself.
+#[test]
+fn json_strings_keep_yaml_line_break_characters() {
+    for c in ['\u{85}', '\u{2028}', '\u{2029}'] {
+        let mut full = parse(MINIMAL).config;
+        full.admin.name = format!("a{c}b");
+        let json = serde_json::to_string(&full).unwrap();
+        assert!(json.contains(c), "serde_json writes the character raw");
+        assert_eq!(parse(&json).config, full);
+    }
+}
+
 #[test]
 fn serialize_uses_upstream_keys_and_omitempty() {
     let c = parse(MINIMAL).config;
