@@ -208,6 +208,18 @@ pub fn render(state: &AdminState) -> String {
         );
     }
     w.family(
+        "stunnerd_listener_unverified_drops_total",
+        "counter",
+        "UDP answers to sources without a valid nonce not sent: beyond the per-source amplification budget (--preauth-budget)",
+    );
+    for l in &r.listeners {
+        w.sample(
+            "stunnerd_listener_unverified_drops_total",
+            &[("name", &l.name)],
+            l.unverified_drops,
+        );
+    }
+    w.family(
         "stunnerd_listener_dtls_handshakes",
         "gauge",
         "DTLS sessions past the cookie exchange whose handshake has not finished",

@@ -594,7 +594,7 @@ impl DtlsSession {
                     core.server
                         .handle_client(now, snap, ctx, &record[..n], &mut core.scratch, io);
                 let (stream, scratch) = (&mut self.stream, &core.scratch);
-                apply(answer, io, |len| {
+                apply(answer, io, |len, _| {
                     let _ = stream.ssl_write(&scratch[..len]);
                 });
             }

@@ -30,6 +30,9 @@ pub struct ListenerCounters {
     pub tx_drops: u64,
     /// DTLS: sessions past the cookie exchange whose handshake has not finished.
     pub handshakes: u64,
+    /// UDP: answers to unverified sources not sent, beyond the per-source amplification
+    /// budget (`transport::preauth`).
+    pub unverified_drops: u64,
 }
 
 /// Traffic to and from the peers of one cluster, as seen by one worker.
@@ -118,6 +121,7 @@ impl AddAssign<&ListenerCounters> for ListenerCounters {
         self.kernel_rx_drops += o.kernel_rx_drops;
         self.tx_drops += o.tx_drops;
         self.handshakes += o.handshakes;
+        self.unverified_drops += o.unverified_drops;
     }
 }
 

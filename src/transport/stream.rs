@@ -278,7 +278,7 @@ impl Conn {
                 .handle_client(now, snap, ctx, frame, &mut core.scratch, io);
             let (tls, wbuf, counters) = (&mut self.tls, &mut self.wbuf, &mut self.counters);
             let scratch = &core.scratch;
-            let applied = apply(answer, io, |n| {
+            let applied = apply(answer, io, |n, _| {
                 let sent = queue(tls, wbuf, &scratch[..n]);
                 count_tx(counters, sent, n);
             });

@@ -131,7 +131,12 @@ impl UdpListener {
                 let bytes = &slot[HEADROOM..HEADROOM + len];
                 let answer = core.server.handle_client(now, snap, ctx, bytes, out, io);
                 let (tx, counters, v6) = (&mut self.tx, &mut self.counters, self.v6);
-                apply(answer, io, |n| {
+                let preauth = &mut core.preauth;
+                apply(answer, io, |n, unverified| {
+                    if unverified && !preauth.admit(client.ip(), len, n, now.mono) {
+                        counters.unverified_drops += 1;
+                        return;
+                    }
                     counters.tx_packets += 1;
                     counters.tx_bytes += n as u64;
                     tx.push(n, for_socket(client, v6));

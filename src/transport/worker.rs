@@ -23,6 +23,7 @@ use super::core::{ByteStream, Core, Io, canonical_client};
 use super::dtls::{DtlsListener, DtlsSession, DtlsTimers, MAX_HALF_OPEN, MAX_SESSIONS};
 use super::endpoints::{Endpoint, Endpoints, deliver_to, on_ring};
 use super::mmsg::RecvBatch;
+use super::preauth::PreauthBudget;
 use super::relay::Reservations;
 use super::slab::Slab;
 use super::stats::{ClusterCounters, StatsSlot, merge};
@@ -82,6 +83,25 @@ pub struct Worker {
     want_ring: bool,
 }
 
+/// Limits a worker enforces, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes per second of answers larger than their request to one unverified UDP source
+    /// prefix, for the whole daemon (0: no limit); see `transport::preauth`.
+    pub preauth_bytes_per_sec: u32,
+    /// Workers sharing the limits.
+    pub workers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            preauth_bytes_per_sec: super::preauth::DEFAULT_BYTES_PER_SEC,
+            workers: 1,
+        }
+    }
+}
+
 /// The runtime's handle on a worker.
 pub struct Handle {
     pub waker: Arc<Waker>,
@@ -97,6 +117,7 @@ impl Worker {
         server: Server,
         control: Receiver<Control>,
         reservations: Arc<Reservations>,
+        limits: Limits,
     ) -> io::Result<(Worker, Handle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -118,6 +139,11 @@ impl Worker {
             eps,
             core: Core {
                 server,
+                preauth: PreauthBudget::new(
+                    limits.preauth_bytes_per_sec,
+                    limits.workers,
+                    Instant::now(),
+                ),
                 scratch: vec![0; SEND_SLOT],
                 worker: index,
             },
@@ -934,6 +960,7 @@ impl Worker {
     /// out handshakes, and run the DTLS timers as a backstop.
     fn expire(&mut self, now: Now) {
         self.retransmit_flights(now);
+        self.core.preauth.sweep(now.mono);
         let server = &self.core.server;
         let expired: Vec<(usize, bool)> = self
             .eps
