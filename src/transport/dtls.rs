@@ -565,7 +565,8 @@ impl DtlsSession {
         }
         if keep && self.established {
             let listener_idx = snap.listener(&self.counters.name).map(|(i, _)| i);
-            let mut record = [0u8; 4096];
+            // A DTLS record carries at most 2^14 bytes of plaintext (RFC 6347 section 4.1).
+            let mut record = [0u8; 16 * 1024];
             for _ in 0..MAX_QUEUED {
                 let n = match self.stream.ssl_read(&mut record) {
                     Ok(0) => {
