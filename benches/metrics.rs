@@ -72,6 +72,7 @@ fn state(n: usize) -> Arc<AdminState> {
                         tx_drops: 1,
                         handshakes: 1,
                         unverified_drops: 0,
+                        closes: [0; 8],
                     })
                     .collect();
                 r.clusters = (0..n)

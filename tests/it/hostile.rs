@@ -2,10 +2,11 @@
 //! what a legitimate user sees meanwhile. Probes that flood the daemon run in a network
 //! namespace of their own.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use stunnerd::stun::{Class, MessageWriter, Method, attr};
+use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
 
 use crate::common::*;
 use crate::ops_util::*;
@@ -177,4 +178,213 @@ fn amplification() {
     );
     legit.assert_all_echoed(100, &p.log());
     p.assert_running("after the flood");
+}
+
+/// A stream (TCP, or TLS through openssl) to a TURN listener.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// A TURN client over a stream, enough for an allocation with one channel.
+struct StreamTurn {
+    s: Box<dyn Stream>,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+    seq: u8,
+}
+
+impl StreamTurn {
+    fn new(port: u16, tls: bool) -> StreamTurn {
+        let tcp = TcpStream::connect(local(port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let s: Box<dyn Stream> = if tls {
+            let mut b =
+                openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+            b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+            Box::new(b.build().connect("localhost", tcp).unwrap())
+        } else {
+            Box::new(tcp)
+        };
+        StreamTurn {
+            s,
+            key: stunnerd::snapshot::long_term_key(USER, REALM, PASS),
+            nonce: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    fn read_message(&mut self) -> Vec<u8> {
+        let mut head = [0u8; 20];
+        self.s.read_exact(&mut head).unwrap();
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let mut msg = head.to_vec();
+        msg.resize(20 + len, 0);
+        self.s.read_exact(&mut msg[20..]).unwrap();
+        msg
+    }
+
+    /// An authenticated request (fetching the nonce first); returns the error code, if any.
+    fn request(&mut self, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Option<u16> {
+        loop {
+            self.seq += 1;
+            let mut buf = vec![0u8; 512];
+            let mut w =
+                MessageWriter::new(&mut buf, method, Class::Request, &[self.seq; 12]).unwrap();
+            attrs(&mut w);
+            let auth = !self.nonce.is_empty();
+            if auth {
+                w.add(attr::USERNAME, USER.as_bytes()).unwrap();
+                w.add(attr::REALM, REALM.as_bytes()).unwrap();
+                w.add(attr::NONCE, &self.nonce).unwrap();
+                w.add_integrity(&self.key).unwrap();
+            }
+            let n = w.finish();
+            self.s.write_all(&buf[..n]).unwrap();
+            let r = self.read_message();
+            let m = Message::parse(&r).unwrap();
+            let code = m
+                .get(attr::ERROR_CODE)
+                .map(|v| attr::decode_error_code(v).unwrap().0);
+            if code == Some(401) && !auth {
+                self.nonce = m.get(attr::NONCE).unwrap().to_vec();
+                continue;
+            }
+            return code;
+        }
+    }
+}
+
+/// Pipelined ChannelData over TURN-TCP and TURN-TLS (RFC 8656 section 12.5): a client
+/// writes 1 MiB of ChannelData frames in one burst, as fast as its socket takes them. Every
+/// frame is relayed (the server's cluster counter moves by exactly the frame count), the
+/// connection is not reset (a Refresh answers afterwards), no close is counted, and the
+/// daemon's memory does not grow with the burst.
+#[test]
+fn pipelined_channeldata_bursts_over_tcp_and_tls_are_relayed_without_reset() {
+    in_netns(
+        module_path!(),
+        "pipelined_channeldata_bursts_over_tcp_and_tls_are_relayed_without_reset",
+        bursts,
+    );
+}
+
+fn bursts() {
+    const FRAMES: usize = 1024;
+    const PAYLOAD: usize = 1020; // with its 4-byte header, 1 KiB a frame
+    let (tcp, tls, metrics) = (3478, 5349, 8080);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let listener = |name: &str, proto: &str, port: u16| {
+        serde_json::json!({"name": name, "protocol": proto, "address": "127.0.0.1",
+                           "port": port, "routes": ["local"],
+                           "cert": cert.to_str().unwrap(), "key": key.to_str().unwrap()})
+    };
+    let config = write_config(
+        &serde_json::json!({
+            "version": "v1",
+            "admin": {"name": "bursts", "healthcheck_endpoint": "",
+                      "metrics_endpoint": format!("http://127.0.0.1:{metrics}/metrics")},
+            "auth": {"type": "static", "realm": REALM,
+                     "credentials": {"username": USER, "password": PASS}},
+            "listeners": [listener("tcp", "TURN-TCP", tcp), listener("tls", "TURN-TLS", tls)],
+            "clusters": [{"name": "local", "endpoints": ["127.0.0.1/32"]}],
+        })
+        .to_string(),
+    );
+    let args: Vec<String> = ["-c", &config.to_string_lossy()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut p = start_stunnerd("stunnerd", &args, &[]);
+    assert!(
+        wait_for(Duration::from_secs(5), || TcpStream::connect(local(tls))
+            .is_ok()
+            && scrape(metrics, "stunner_allocations_active").is_some()),
+        "{}",
+        p.log()
+    );
+    let tx = || {
+        scrape(
+            metrics,
+            "stunner_cluster_packets_total{direction=\"tx\",name=\"local\"}",
+        )
+        .unwrap_or(0.0) as usize
+    };
+    let rss_before = rss_kib(p.pid());
+    let mut relayed = 0;
+    for (name, port, is_tls) in [("tcp", tcp, false), ("tls", tls, true)] {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let mut t = StreamTurn::new(port, is_tls);
+        assert_eq!(
+            t.request(Method::Allocate, &|w| {
+                w.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).unwrap();
+            }),
+            None
+        );
+        assert_eq!(
+            t.request(Method::ChannelBind, &|w| {
+                w.add(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0]).unwrap();
+                w.add_xor_addr(attr::XOR_PEER_ADDRESS, peer_addr).unwrap();
+            }),
+            None
+        );
+        let mut burst = Vec::with_capacity(FRAMES * (PAYLOAD + 4));
+        for i in 0..FRAMES {
+            burst.extend_from_slice(&[0x40, 0x00]);
+            burst.extend_from_slice(&(PAYLOAD as u16).to_be_bytes());
+            burst.extend(std::iter::repeat_n((i % 251) as u8, PAYLOAD));
+        }
+        let before = tx();
+        t.s.write_all(&burst).unwrap();
+        t.s.flush().unwrap();
+        relayed += FRAMES;
+        assert!(
+            wait_for(Duration::from_secs(10), || tx() - before >= FRAMES),
+            "{name}: {} of {FRAMES} frames relayed\n{}",
+            tx() - before,
+            tail(&p.log(), 20)
+        );
+        assert_eq!(tx() - before, FRAMES, "{name}: every frame once");
+        // The peer got them (at least the ones its socket buffer held).
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(n, PAYLOAD, "{name}: the payload without its header");
+        // The connection still serves requests.
+        assert_eq!(
+            t.request(Method::Refresh, &|w| {
+                w.add(attr::LIFETIME, &600u32.to_be_bytes()).unwrap();
+            }),
+            None,
+            "{name}: refresh after the burst"
+        );
+    }
+    let rss_after = rss_kib(p.pid());
+    let closes = |reason: &str| {
+        ["tcp", "tls"]
+            .iter()
+            .map(|l| {
+                scrape(
+                    metrics,
+                    &format!("stunnerd_listener_closes_total{{name=\"{l}\",reason=\"{reason}\"}}"),
+                )
+                .unwrap_or(0.0)
+            })
+            .sum::<f64>()
+    };
+    println!(
+        "FIGURE burst_frames={FRAMES} frame_bytes={} relayed={relayed} rss_kib_before={rss_before} rss_kib_after={rss_after}",
+        PAYLOAD + 4
+    );
+    for reason in ["reset", "malformed", "tls_error", "write_failed"] {
+        assert_eq!(closes(reason), 0.0, "no connection closed for {reason}");
+    }
+    assert!(
+        rss_after.saturating_sub(rss_before) < 16 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    p.assert_running("after the bursts");
 }
