@@ -72,7 +72,8 @@ fn state(n: usize) -> Arc<AdminState> {
                         tx_drops: 1,
                         handshakes: 1,
                         unverified_drops: 0,
-                        closes: [0; 8],
+                        closes: [0; 9],
+                        refused: 0,
                     })
                     .collect();
                 r.clusters = (0..n)

@@ -181,6 +181,27 @@ pub struct Cli {
     )]
     pub preauth_budget: u32,
 
+    /// Unauthenticated TCP/TLS connections (accepted, no allocation yet) from one source
+    /// address; beyond it new ones are closed at once (counted). Generous by default for
+    /// clients behind one NAT or a load balancer that rewrites addresses. Our extension.
+    #[arg(
+        long = "max-unauth-per-ip",
+        value_name = "N",
+        env = "STUNNERD_MAX_UNAUTH_PER_IP",
+        default_value_t = crate::transport::budget::DEFAULT_PER_IP
+    )]
+    pub max_unauth_per_ip: usize,
+
+    /// Allocations one TURN REST credential may hold when `admin.user_quota` is unset
+    /// (static users stay unlimited; 486 beyond it). 0: no cap. Our extension.
+    #[arg(
+        long = "ephemeral-quota",
+        value_name = "N",
+        env = "STUNNERD_EPHEMERAL_QUOTA",
+        default_value_t = crate::transport::budget::DEFAULT_EPHEMERAL_QUOTA
+    )]
+    pub ephemeral_quota: u32,
+
     /// Verbose logging, same as `-l all:DEBUG` (an explicit `-l` wins).
     #[arg(
         short = 'v',
@@ -658,6 +679,8 @@ impl fmt::Debug for Cli {
             .field("force_ready_status", &self.force_ready_status)
             .field("socket_buffer_size", &self.socket_buffer_size)
             .field("preauth_budget", &self.preauth_budget)
+            .field("max_unauth_per_ip", &self.max_unauth_per_ip)
+            .field("ephemeral_quota", &self.ephemeral_quota)
             .field("verbose", &self.verbose)
             .field("cds_server_address", &self.cds_server_address)
             .field("cds_server_namespace", &self.cds_server_namespace)

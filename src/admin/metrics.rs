@@ -235,6 +235,18 @@ pub fn render(state: &AdminState) -> String {
         }
     }
     w.family(
+        "stunnerd_listener_refused_total",
+        "counter",
+        "TCP/TLS connections closed at accept: unauthenticated connections at their bound (total or per address)",
+    );
+    for l in r.listeners.iter().filter(|l| l.protocol.uses_tcp()) {
+        w.sample(
+            "stunnerd_listener_refused_total",
+            &[("name", &l.name)],
+            l.refused,
+        );
+    }
+    w.family(
         "stunnerd_listener_dtls_handshakes",
         "gauge",
         "DTLS sessions past the cookie exchange whose handshake has not finished",

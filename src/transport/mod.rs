@@ -27,6 +27,7 @@
 // counters and the port reservations across workers behind locks (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod budget;
 mod core;
 pub mod dtls;
 mod endpoints;

@@ -47,7 +47,7 @@ impl Workers {
                 server,
                 rx,
                 reservations.clone(),
-                limits,
+                limits.clone(),
             )
             .map_err(|e| e.to_string())?;
             let thread = std::thread::Builder::new()

@@ -20,6 +20,32 @@ fn socket_buffer() -> usize {
     BUFFER.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force
+/// afterwards (what the descriptor budgets are drawn from).
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` through the pointer, which points to a
+    // valid, exclusively borrowed value for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one valid `struct rlimit`; raising the soft limit up to
+        // the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    lim.rlim_cur
+}
+
 /// Non-blocking UDP listener sockets on the wildcard address with SO_REUSEPORT, so each
 /// worker binds its own sockets of one group: `0.0.0.0:port`, plus `[::]:port` (IPv6 only)
 /// when the host has IPv6. Upstream binds one dual-stack socket; two sockets serve the same

@@ -35,6 +35,8 @@ pub struct ListenerCounters {
     pub unverified_drops: u64,
     /// TCP/TLS: client connections closed, by [`CloseReason`].
     pub closes: [u64; CloseReason::COUNT],
+    /// TCP/TLS: connections closed at accept: unauthenticated connections at their bound.
+    pub refused: u64,
 }
 
 /// Why a client connection (TCP or TLS) closed.
@@ -58,10 +60,12 @@ pub enum CloseReason {
     ListenerStopped,
     /// RFC 6062: its pipe to a peer connection ended (either side closed).
     PipeEnded,
+    /// Unauthenticated, the oldest idle one, when the unauthenticated pool was full.
+    Evicted,
 }
 
 impl CloseReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [CloseReason; Self::COUNT] = [
         CloseReason::ClientClosed,
         CloseReason::Reset,
@@ -71,6 +75,7 @@ impl CloseReason {
         CloseReason::WriteFailed,
         CloseReason::ListenerStopped,
         CloseReason::PipeEnded,
+        CloseReason::Evicted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +88,7 @@ impl CloseReason {
             CloseReason::WriteFailed => "write_failed",
             CloseReason::ListenerStopped => "listener_stopped",
             CloseReason::PipeEnded => "pipe_ended",
+            CloseReason::Evicted => "evicted",
         }
     }
 
@@ -186,6 +192,7 @@ impl AddAssign<&ListenerCounters> for ListenerCounters {
         self.tx_drops += o.tx_drops;
         self.handshakes += o.handshakes;
         self.unverified_drops += o.unverified_drops;
+        self.refused += o.refused;
         for (a, b) in self.closes.iter_mut().zip(o.closes) {
             *a += b;
         }

@@ -67,6 +67,10 @@ pub struct Conn {
     pub pipe: Option<ConnectionId>,
     /// This connection's traffic, added to its listener's when it closes.
     pub counters: ListenerCounters,
+    /// It holds an allocation (it left the unauthenticated pool, `budget.rs`).
+    pub authenticated: bool,
+    /// Its descriptor counts in the allocation pool.
+    pub counted_fd: bool,
 }
 
 /// The outcome of one accept.
@@ -202,6 +206,8 @@ impl StreamListener {
                 connections: 1,
                 ..ListenerCounters::default()
             },
+            authenticated: false,
+            counted_fd: false,
         })
     }
 }

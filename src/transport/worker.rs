@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
 use tracing::{info, warn};
 
+use super::budget::{Budgets, Refusal};
 use super::core::{ByteStream, Core, Io, canonical_client};
 use super::dtls::{DtlsListener, DtlsSession, DtlsTimers, MAX_HALF_OPEN, MAX_SESSIONS};
 use super::endpoints::{Endpoint, Endpoints, deliver_to, on_ring};
@@ -27,7 +28,7 @@ use super::preauth::PreauthBudget;
 use super::relay::Reservations;
 use super::slab::Slab;
 use super::stats::{CloseReason, ClusterCounters, StatsSlot, merge};
-use super::stream::{ACCEPT_BUDGET, Accepted, ConnEvent, MAX_CONNS, StreamListener};
+use super::stream::{ACCEPT_BUDGET, Accepted, Conn, ConnEvent, MAX_CONNS, StreamListener};
 use super::tcp_relay::{self, PeerConn, Pumped};
 use super::udp::{LISTENER_BATCH, MAX_DATAGRAM, SEND_SLOT, UdpListener};
 use super::uring::{self, Completion, RelayRing};
@@ -55,6 +56,9 @@ const RING: Token = Token(usize::MAX - 1);
 
 /// Abnormal client connection closes (all workers), one log line a second.
 static CONN_CLOSES: Limiter = Limiter::new();
+
+/// Refused client connections (all workers), one log line a second.
+static CONN_REFUSALS: Limiter = Limiter::new();
 
 /// Messages from the runtime to a worker.
 #[derive(Debug)]
@@ -88,13 +92,15 @@ pub struct Worker {
 }
 
 /// Limits a worker enforces, from the command line.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// Bytes per second of answers larger than their request to one unverified UDP source
     /// prefix, for the whole daemon (0: no limit); see `transport::preauth`.
     pub preauth_bytes_per_sec: u32,
     /// Workers sharing the limits.
     pub workers: usize,
+    /// Descriptor, connection and quota budgets shared by the workers.
+    pub budgets: Arc<Budgets>,
 }
 
 impl Default for Limits {
@@ -102,6 +108,7 @@ impl Default for Limits {
         Limits {
             preauth_bytes_per_sec: super::preauth::DEFAULT_BYTES_PER_SEC,
             workers: 1,
+            budgets: Budgets::unlimited(),
         }
     }
 }
@@ -132,6 +139,7 @@ impl Worker {
             ring: None,
             rearm: Vec::with_capacity(64),
             reservations,
+            budgets: limits.budgets.clone(),
             peers: FxHashMap::default(),
             doomed: Vec::new(),
             conns: 0,
@@ -506,20 +514,83 @@ impl Worker {
                 Accepted::Refused => continue,
                 Accepted::None => return false,
             };
-            if self.eps.conns >= MAX_CONNS {
-                continue; // dropping the connection closes it
+            // Dropping a refused connection closes it.
+            if self.eps.conns >= MAX_CONNS || !self.admit_unauth(conn.client.ip(), key) {
+                continue;
             }
+            let ip = conn.client.ip();
             let inserted = self
                 .eps
                 .insert_registered(Endpoint::Conn(conn), |e, r, k| match e {
                     Endpoint::Conn(c) => c.register(r, k),
                     _ => Ok(()),
                 });
-            if inserted.is_ok() {
-                self.eps.conns += 1;
+            match inserted {
+                Ok(_) => self.eps.conns += 1,
+                Err(_) => self.eps.budgets.give_unauth(ip),
             }
         }
         true
+    }
+
+    /// Room for one more unauthenticated connection from `ip` on stream listener
+    /// `listener`: at the total bound, this worker's oldest idle unauthenticated connection
+    /// makes way; at the per-address bound the new one is refused (counted).
+    fn admit_unauth(&mut self, ip: std::net::IpAddr, listener: usize) -> bool {
+        for _ in 0..2 {
+            match self.eps.budgets.take_unauth(ip) {
+                Ok(()) => return true,
+                Err(Refusal::PerAddress) => break,
+                Err(Refusal::Full) => {
+                    let oldest = self
+                        .eps
+                        .slab
+                        .iter()
+                        .filter_map(|(k, e)| match e {
+                            Endpoint::Conn(c) if !c.authenticated => Some((c.deadline, k)),
+                            _ => None,
+                        })
+                        .min()
+                        .map(|(_, k)| k);
+                    match oldest {
+                        Some(k) => self.close_conn(k, CloseReason::Evicted),
+                        None => break,
+                    }
+                }
+            }
+        }
+        if let Some(l) = self
+            .eps
+            .slab
+            .get_mut(listener)
+            .and_then(Endpoint::counters_mut)
+        {
+            l.refused += 1;
+        }
+        if let Some(n) = CONN_REFUSALS.admit(super::now().unix) {
+            info!(
+                target: "listener",
+                "connection from {ip} refused: unauthenticated connections at their bound{}",
+                Suppressed(n)
+            );
+        }
+        false
+    }
+
+    /// A connection that got an allocation leaves the unauthenticated pool.
+    fn promote(&mut self, key: usize, c: &mut Conn) {
+        if c.authenticated {
+            return;
+        }
+        let five = FiveTuple {
+            transport: TransportId(key as u32),
+            client: c.client,
+        };
+        if self.core.server.has_allocation(five) {
+            c.authenticated = true;
+            self.eps.budgets.give_unauth(c.client.ip());
+            c.counted_fd = self.eps.budgets.take_alloc_fd();
+        }
     }
 
     /// An event on client connection `key`; true when its pipe has more to move.
@@ -533,6 +604,7 @@ impl Worker {
         }
         let registry = self.poll.registry();
         let event = c.service(key, now, snap, &mut self.core, &mut self.eps, registry);
+        self.promote(key, &mut c);
         self.eps.slab.put_back(key, Endpoint::Conn(c));
         match event {
             ConnEvent::Keep => false,
@@ -595,6 +667,7 @@ impl Worker {
         p.finish(c);
         p.deregister(&self.eps.registry);
         self.eps.slab.release(peer);
+        self.eps.budgets.give_alloc_fd();
         self.eps.peers.remove(&p.conn.0);
         self.core.server.close_peer_connection(p.conn);
         self.close_conn(client, CloseReason::PipeEnded);
@@ -621,6 +694,11 @@ impl Worker {
             }
         }
         let (listener, pipe) = (c.listener, c.pipe);
+        if !c.authenticated {
+            self.eps.budgets.give_unauth(c.client.ip());
+        } else if c.counted_fd {
+            self.eps.budgets.give_alloc_fd();
+        }
         let counters = c.close(self.poll.registry(), reason);
         if let Some(l) = self
             .eps
@@ -634,6 +712,7 @@ impl Worker {
             if let Some(peer) = self.eps.peers.remove(&conn.0) {
                 if let Some(Endpoint::PeerConn(mut p)) = self.eps.slab.remove(peer) {
                     p.deregister(&self.eps.registry);
+                    self.eps.budgets.give_alloc_fd();
                 }
             }
             self.core.server.close_peer_connection(conn);
@@ -918,6 +997,10 @@ impl Worker {
                 tracing::debug!(target: "turn", "refused peer connection from {peer}");
                 continue;
             };
+            if !self.eps.budgets.take_alloc_fd() {
+                self.core.server.close_peer_connection(conn);
+                continue;
+            }
             let inserted = self.eps.insert_registered(
                 Endpoint::PeerConn(PeerConn::new(stream, conn, false)),
                 |e, r, k| match e {
@@ -929,7 +1012,10 @@ impl Worker {
                 Ok(p) => {
                     self.eps.peers.insert(conn.0, p);
                 }
-                Err(_) => self.core.server.close_peer_connection(conn),
+                Err(_) => {
+                    self.eps.budgets.give_alloc_fd();
+                    self.core.server.close_peer_connection(conn);
+                }
             }
             self.after_core();
         }

@@ -13,6 +13,7 @@ pub mod session;
 mod tally;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use server::Server;
@@ -201,12 +202,31 @@ pub trait Relays {
     fn close_peer(&mut self, conn: ConnectionId) {
         let _ = conn;
     }
+    /// Count one more allocation against `key`'s quota; false: the quota is spent (486).
+    /// The shell keeps the counts, across workers.
+    fn reserve_quota(&mut self, key: &Arc<str>, quota: Quota) -> bool {
+        let _ = (key, quota);
+        true
+    }
+    /// An allocation counted with [`Relays::reserve_quota`] is gone.
+    fn release_quota(&mut self, key: &Arc<str>) {
+        let _ = key;
+    }
     /// RFC 6062: send a message the core made on its own (a ConnectionAttempt indication,
     /// the error answer to a Connect that timed out or lost its route) to a client
     /// transport.
     fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
         let _ = (transport, bytes);
     }
+}
+
+/// Which cap an allocation counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quota {
+    /// `admin.user_quota`, per user.
+    Configured(u32),
+    /// The shell's default cap per TURN REST credential (when `user_quota` is unset).
+    Ephemeral,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -35,8 +35,8 @@ use timers::Deadlines;
 use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
     HEADROOM, MAX_ALLOCATIONS, MAX_CHANNELS, MAX_LIFETIME, MAX_PERMISSIONS, Now,
-    PERMISSION_LIFETIME, PortRequest, RelayId, RelayRequest, Relays, Stats, ToClient, TransportId,
-    TurnError,
+    PERMISSION_LIFETIME, PortRequest, Quota, RelayId, RelayRequest, Relays, Stats, ToClient,
+    TransportId, TurnError,
 };
 use crate::snapshot::{ClusterIdx, ListenerIdx, Snapshot};
 use crate::stun::attr::{self, *};
@@ -58,7 +58,6 @@ pub struct Server {
     free: Vec<u32>,
     by_client: FxHashMap<FiveTuple, u32>,
     by_relay: FxHashMap<RelayId, u32>,
-    per_user: FxHashMap<Arc<str>, u32>,
     /// When each allocation next needs the timer: its expiry, or the earliest expiry of
     /// its permissions and channels.
     deadlines: Deadlines,
@@ -102,6 +101,8 @@ struct Allocation {
     tcp: bool,
     /// The ephemeral credential it was created with (see [`HeldCredential`]).
     held: Option<HeldCredential>,
+    /// The quota it counts against (`Relays::reserve_quota`), released when it goes.
+    quota: Option<Arc<str>>,
     /// Tells this allocation's deadlines from those of an earlier one with the same id.
     serial: u32,
     /// The earliest time this allocation is in [`Server::deadlines`] for.
@@ -155,7 +156,6 @@ impl Server {
             free: Vec::new(),
             by_client: FxHashMap::default(),
             by_relay: FxHashMap::default(),
-            per_user: FxHashMap::default(),
             deadlines: Deadlines::default(),
             next_serial: 0,
             next_peer_check: None,

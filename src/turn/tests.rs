@@ -26,6 +26,9 @@ struct FakeRelays {
     closed_peers: Vec<ConnectionId>,
     /// Messages the core sent to client transports on its own.
     sent: std::collections::VecDeque<(TransportId, Vec<u8>)>,
+    /// Allocations per quota key, and the cap a TURN REST credential gets (0: none).
+    quotas: std::collections::HashMap<Arc<str>, u32>,
+    ephemeral_cap: u32,
 }
 
 impl Relays for FakeRelays {
@@ -85,6 +88,25 @@ impl Relays for FakeRelays {
 
     fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
         self.sent.push_back((transport, bytes.to_vec()));
+    }
+
+    fn reserve_quota(&mut self, key: &Arc<str>, quota: crate::turn::Quota) -> bool {
+        let cap = match quota {
+            crate::turn::Quota::Configured(q) => q,
+            crate::turn::Quota::Ephemeral => self.ephemeral_cap,
+        };
+        let n = self.quotas.entry(key.clone()).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_quota(&mut self, key: &Arc<str>) {
+        if let Some(n) = self.quotas.get_mut(key) {
+            *n -= 1;
+        }
     }
 }
 

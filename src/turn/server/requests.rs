@@ -214,10 +214,6 @@ impl Server {
         if family.is_some_and(|f| f != listener_family) {
             return Err(TurnError::AddressFamilyNotSupported);
         }
-        let user_count = self.per_user.get(auth.user()).copied().unwrap_or(0);
-        if snap.user_quota > 0 && user_count >= snap.user_quota {
-            return Err(TurnError::AllocationQuotaReached);
-        }
         if self.by_client.len() >= MAX_ALLOCATIONS {
             return Err(TurnError::InsufficientCapacity);
         }
@@ -258,7 +254,7 @@ impl Server {
             relays.close(relay);
             return Err(TurnError::ServerError);
         };
-        let allocation = Allocation {
+        let mut allocation = Allocation {
             id: session::next_id(),
             five,
             transport: logs::transport_name(listener.protocol),
@@ -280,7 +276,22 @@ impl Server {
             channels: Vec::new(),
             tcp,
             held: auth.held_credential(msg),
+            quota: None,
         };
+        // The quota: `admin.user_quota` per user when set, else the shell's default cap per
+        // TURN REST credential (static users unlimited).
+        let quota = match (&allocation.held, snap.user_quota) {
+            (_, q) if q > 0 => Some((allocation.user.clone(), Quota::Configured(q))),
+            (Some(h), _) => Some((Arc::from(h.username()), Quota::Ephemeral)),
+            (None, _) => None,
+        };
+        if let Some((key, q)) = &quota {
+            if !relays.reserve_quota(key, *q) {
+                relays.close(allocation.relay);
+                return Err(TurnError::AllocationQuotaReached);
+            }
+        }
+        allocation.quota = quota.map(|(k, _)| k);
         tracing::info!(
             target: "turn",
             "session {} created: user {}, client {} {} -> {} (listener {}), relayed {} ({}), lifetime {}s",
