@@ -388,3 +388,214 @@ fn bursts() {
     );
     p.assert_running("after the bursts");
 }
+
+/// Starts stunnerd under a lowered descriptor limit, with health and metrics on the
+/// namespace's loopback; returns it with its TURN-UDP and TURN-TCP ports.
+fn limited_daemon(nofile: u32, extra: &[&str]) -> (Proc, u16, u16, u16, u16) {
+    let (udp, tcp, health, metrics) = (3478, 3479, 8086, 8080);
+    let config = write_config(
+        &serde_json::json!({
+            "version": "v1",
+            "admin": {"name": "limits", "loglevel": "all:INFO",
+                      "healthcheck_endpoint": format!("http://127.0.0.1:{health}"),
+                      "metrics_endpoint": format!("http://127.0.0.1:{metrics}/metrics")},
+            "auth": {"type": "static", "realm": REALM,
+                     "credentials": {"users": [{"username": USER, "password": PASS},
+                                               {"username": "other", "password": "other-pass"}]}},
+            "listeners": [
+                {"name": "udp", "protocol": "TURN-UDP", "address": "127.0.0.1", "port": udp, "routes": ["local"]},
+                {"name": "tcp", "protocol": "TURN-TCP", "address": "127.0.0.1", "port": tcp, "routes": ["local"]}],
+            "clusters": [{"name": "local", "endpoints": ["127.0.0.1/32"]}],
+        })
+        .to_string(),
+    );
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(stunnerd_bin())
+        .args(extra)
+        .arg("-c")
+        .arg(config.to_string_lossy().to_string());
+    let p = Proc::spawn("stunnerd", cmd);
+    // The config file must outlive the daemon's start.
+    std::mem::forget(config);
+    wait_udp_ready(local(udp)).expect("listener up");
+    (p, udp, tcp, health, metrics)
+}
+
+/// Polls `/live` and `/metrics` every 100 ms until told to stop; returns the slowest
+/// answer and how many polls failed.
+fn watch_admin(
+    health: u16,
+    metrics: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(Duration, u32)> {
+    std::thread::spawn(move || {
+        let (mut slowest, mut failed) = (Duration::ZERO, 0);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            for (port, path) in [(health, "/live"), (metrics, "/metrics")] {
+                let t = Instant::now();
+                if http_get(port, path).is_none_or(|(s, _)| s != 200) {
+                    failed += 1;
+                }
+                slowest = slowest.max(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (slowest, failed)
+    })
+}
+
+fn other_user_uclient(port: u16, peer_port: u16, n: u32) -> std::thread::JoinHandle<UclientReport> {
+    std::thread::spawn(move || {
+        run_uclient([
+            "-u",
+            "other",
+            "-w",
+            "other-pass",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+            "-p",
+            &port.to_string(),
+            "-n",
+            &n.to_string(),
+            "-m",
+            "2",
+            "-l",
+            "100",
+            "-c",
+            "-z",
+            "20",
+            "127.0.0.1",
+        ])
+    })
+}
+
+/// One user opens allocations until refused, under a descriptor limit of 512: the daemon
+/// answers 508 once its allocation budget is spent (no descriptor of the reserve is used),
+/// `/live` and `/metrics` answer within a second throughout, and another user's
+/// turnutils_uclient session relays without loss.
+#[test]
+fn one_user_allocating_until_refused_does_not_take_the_daemon_down() {
+    in_netns(
+        module_path!(),
+        "one_user_allocating_until_refused_does_not_take_the_daemon_down",
+        allocations_until_refused,
+    );
+}
+
+fn allocations_until_refused() {
+    let (mut p, udp, _tcp, health, metrics) = limited_daemon(512, &[]);
+    let peer_port = 9000;
+    let _peer = start_peer(peer_port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = watch_admin(health, metrics, stop.clone());
+    let other = other_user_uclient(udp, peer_port, 150);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut clients = Vec::new();
+    let refusal = loop {
+        let mut c = TurnClient::new(local(udp), USER, PASS);
+        match c.allocate() {
+            Ok(_) => clients.push(c),
+            Err(code) => break code,
+        }
+        assert!(clients.len() < 1000, "never refused");
+    };
+    let other = other.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (slowest, failed) = admin.join().unwrap();
+    println!(
+        "FIGURE nofile=512 allocations_before_refusal={} refusal={refusal} admin_slowest_ms={} admin_failed={failed}",
+        clients.len(),
+        slowest.as_millis()
+    );
+    assert_eq!(refusal, 508, "refused with 508 Insufficient Capacity");
+    assert!(clients.len() > 100, "only {} allocations", clients.len());
+    assert!(
+        slowest < Duration::from_secs(1) && failed == 0,
+        "admin: {slowest:?}, {failed} failed"
+    );
+    other.assert_all_echoed(300, &p.log());
+    // A new TCP connection is still accepted and served (a Binding).
+    let mut t = TcpStream::connect(local(_tcp)).unwrap();
+    let (req, _) = binding_request();
+    t.write_all(&req).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut head = [0u8; 20];
+    t.read_exact(&mut head).expect("a Binding answer over TCP");
+    p.assert_running("after the allocation flood");
+}
+
+/// 5,000 idle TCP connections from one address under a descriptor limit of 2,048: the
+/// daemon holds at most its unauthenticated budget of them (the oldest give way), `/live`
+/// and `/metrics` answer within a second throughout, and another user relays over UDP
+/// without loss.
+#[test]
+fn idle_tcp_connections_from_one_address_do_not_take_the_daemon_down() {
+    in_netns(
+        module_path!(),
+        "idle_tcp_connections_from_one_address_do_not_take_the_daemon_down",
+        idle_connections,
+    );
+}
+
+fn idle_connections() {
+    // This test process holds the attacker's 5,000 sockets.
+    let me = std::process::id().to_string();
+    let st = std::process::Command::new("prlimit")
+        .args(["--pid", &me, "--nofile=16384:16384"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "prlimit on the test process");
+    let (mut p, udp, tcp, health, metrics) = limited_daemon(2048, &[]);
+    let peer_port = 9000;
+    let _peer = start_peer(peer_port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = watch_admin(health, metrics, stop.clone());
+    let other = other_user_uclient(udp, peer_port, 150);
+    let mut idle = Vec::new();
+    let mut error = None;
+    let start = Instant::now();
+    for _ in 0..5000 {
+        match TcpStream::connect_timeout(&local(tcp), Duration::from_secs(5)) {
+            Ok(s) => idle.push(s),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let opened = idle.len();
+    let open_secs = start.elapsed().as_secs_f64();
+    let held = wait_for(Duration::from_secs(3), || {
+        scrape(metrics, "stunner_listener_connections{name=\"tcp\"}").is_some_and(|v| v <= 600.0)
+    });
+    let connections = scrape(metrics, "stunner_listener_connections{name=\"tcp\"}").unwrap_or(-1.0);
+    let evicted = scrape(
+        metrics,
+        "stunnerd_listener_closes_total{name=\"tcp\",reason=\"evicted\"}",
+    )
+    .unwrap_or(0.0);
+    let other = other.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (slowest, failed) = admin.join().unwrap();
+    println!(
+        "FIGURE nofile=2048 idle_connections_opened={opened} in {open_secs:.1}s held={connections} evicted={evicted} admin_slowest_ms={} admin_failed={failed}",
+        slowest.as_millis()
+    );
+    assert_eq!(
+        opened, 5000,
+        "the kernel accepted every connect ({error:?})"
+    );
+    assert!(held, "the daemon holds {connections} of them");
+    assert!(evicted > 0.0, "the oldest gave way");
+    assert!(
+        slowest < Duration::from_secs(1) && failed == 0,
+        "admin: {slowest:?}, {failed} failed"
+    );
+    other.assert_all_echoed(300, &p.log());
+    p.assert_running("after the connection flood");
+}
