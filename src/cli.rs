@@ -202,6 +202,18 @@ pub struct Cli {
     )]
     pub ephemeral_quota: u32,
 
+    /// Bytes per second each allocation may send to its peers (ChannelData and Send), with
+    /// a second's worth of burst; datagrams over it are dropped and counted
+    /// (stunnerd_dropped_packets_total{reason="rate_limited"}). 0: no limit (default). Our
+    /// extension.
+    #[arg(
+        long = "allocation-rate",
+        value_name = "BYTES_PER_SEC",
+        env = "STUNNERD_ALLOCATION_RATE",
+        default_value_t = 0
+    )]
+    pub allocation_rate: u32,
+
     /// Verbose logging, same as `-l all:DEBUG` (an explicit `-l` wins).
     #[arg(
         short = 'v',
@@ -681,6 +693,7 @@ impl fmt::Debug for Cli {
             .field("preauth_budget", &self.preauth_budget)
             .field("max_unauth_per_ip", &self.max_unauth_per_ip)
             .field("ephemeral_quota", &self.ephemeral_quota)
+            .field("allocation_rate", &self.allocation_rate)
             .field("verbose", &self.verbose)
             .field("cds_server_address", &self.cds_server_address)
             .field("cds_server_namespace", &self.cds_server_namespace)

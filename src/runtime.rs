@@ -195,6 +195,7 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
         );
         let limits = Limits {
             preauth_bytes_per_sec: cli.preauth_budget,
+            allocation_rate: cli.allocation_rate,
             workers: cli.udp_threads(),
             budgets,
         };

@@ -97,6 +97,8 @@ pub struct Limits {
     /// Bytes per second of answers larger than their request to one unverified UDP source
     /// prefix, for the whole daemon (0: no limit); see `transport::preauth`.
     pub preauth_bytes_per_sec: u32,
+    /// Bytes per second each allocation may send to its peers (0: no limit).
+    pub allocation_rate: u32,
     /// Workers sharing the limits.
     pub workers: usize,
     /// Descriptor, connection and quota budgets shared by the workers.
@@ -107,6 +109,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             preauth_bytes_per_sec: super::preauth::DEFAULT_BYTES_PER_SEC,
+            allocation_rate: 0,
             workers: 1,
             budgets: Budgets::unlimited(),
         }
@@ -145,6 +148,8 @@ impl Worker {
             conns: 0,
             sessions: 0,
         };
+        let mut server = server;
+        server.set_send_rate(limits.allocation_rate);
         let mut worker = Worker {
             index,
             poll,

@@ -301,10 +301,12 @@ pub enum DropReason {
     NoListener,
     /// An output buffer was too small (a datagram too big for a Data indication).
     TooBig,
+    /// Over the allocation's send rate (`--allocation-rate`).
+    RateLimited,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Unexpected,
@@ -313,6 +315,7 @@ impl DropReason {
         DropReason::Forbidden,
         DropReason::NoListener,
         DropReason::TooBig,
+        DropReason::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -324,6 +327,7 @@ impl DropReason {
             DropReason::Forbidden => "forbidden",
             DropReason::NoListener => "no_listener",
             DropReason::TooBig => "too_big",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct Server {
     next_serial: u32,
     /// Next check of the RFC 6062 peer connection timeouts (while any exist).
     next_peer_check: Option<Instant>,
+    /// Bytes per second each allocation may send to its peers (0: no limit).
+    send_rate: u32,
     /// Counter behind the transaction ids of Data indications.
     indication_seq: u64,
     stats: Stats,
@@ -103,6 +105,8 @@ struct Allocation {
     held: Option<HeldCredential>,
     /// The quota it counts against (`Relays::reserve_quota`), released when it goes.
     quota: Option<Arc<str>>,
+    /// What it may still send to its peers (`Server::set_send_rate`).
+    budget: SendBudget,
     /// Tells this allocation's deadlines from those of an earlier one with the same id.
     serial: u32,
     /// The earliest time this allocation is in [`Server::deadlines`] for.
@@ -122,6 +126,45 @@ struct Channel {
     /// that admitted it.
     admitted_gen: u64,
     cluster: ClusterIdx,
+}
+
+/// A token bucket of bytes an allocation may send to its peers.
+#[derive(Clone, Copy, Debug)]
+struct SendBudget {
+    tokens: u32,
+    at: Instant,
+}
+
+impl SendBudget {
+    fn new(rate: u32, now: Instant) -> SendBudget {
+        SendBudget {
+            tokens: rate,
+            at: now,
+        }
+    }
+
+    /// Whether `bytes` may go at `now` under `rate` bytes per second (0: always).
+    #[inline]
+    fn take(&mut self, rate: u32, bytes: usize, now: Instant) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let earned =
+            u64::from(rate) * now.saturating_duration_since(self.at).as_micros() as u64 / 1_000_000;
+        if earned > 0 {
+            self.tokens = u32::try_from(u64::from(self.tokens) + earned)
+                .unwrap_or(u32::MAX)
+                .min(rate);
+            self.at = now;
+        }
+        match u32::try_from(bytes) {
+            Ok(b) if b <= self.tokens => {
+                self.tokens -= b;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Result of request handling before it is written out.
@@ -152,6 +195,7 @@ impl Server {
     pub fn new(nonces: NonceKey) -> Server {
         Server {
             nonces,
+            send_rate: 0,
             allocs: Vec::new(),
             free: Vec::new(),
             by_client: FxHashMap::default(),
@@ -165,6 +209,13 @@ impl Server {
             peer_conns: FxHashMap::default(),
             next_conn: 0,
         }
+    }
+
+    /// Limit what each allocation sends to its peers to `bytes_per_sec` (a second's worth of
+    /// burst; 0: no limit). Datagrams over it are dropped and counted
+    /// (`DropReason::RateLimited`).
+    pub fn set_send_rate(&mut self, bytes_per_sec: u32) {
+        self.send_rate = bytes_per_sec;
     }
 
     pub fn stats(&self) -> &Stats {

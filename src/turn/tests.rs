@@ -567,6 +567,39 @@ fn allocation_expires_on_time() {
     assert_eq!(h.server.poll_timeout(), None);
 }
 
+/// An optional send rate per allocation: ChannelData and Send over a second's budget are
+/// dropped and counted, and the budget refills with time.
+#[test]
+fn allocation_send_rate_is_enforced_when_set() {
+    let mut h = Harness::local();
+    h.server.set_send_rate(1000);
+    let mut c = h.client("192.0.2.7:4000");
+    h.allocate(&mut c);
+    let r = h.request(
+        &mut c,
+        Method::ChannelBind,
+        &[channel(0x4000), peer_attr("127.0.0.1:9")],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    let frame = |len: usize| {
+        let mut f = vec![0x40, 0x00];
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+        f.extend(std::iter::repeat_n(7u8, len));
+        f
+    };
+    let outcomes: Vec<bool> = (0..4)
+        .map(|_| matches!(h.send(&c, &frame(300)), Outcome::Forward(..)))
+        .collect();
+    assert_eq!(outcomes, [true, true, true, false], "1,000 bytes a second");
+    let dropped = h.server.stats().drops[DropReason::RateLimited as usize];
+    assert_eq!(dropped, 1);
+    h.now = h.now.advance(Duration::from_millis(300));
+    assert!(
+        matches!(h.send(&c, &frame(300)), Outcome::Forward(..)),
+        "refilled"
+    );
+}
+
 /// The timer wakes the core only when an allocation, permission or channel is due, for the
 /// allocation that is due: a permission's expiry is its own deadline, and a Refresh that
 /// extends an allocation is not cut short by its earlier deadline.
