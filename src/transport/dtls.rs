@@ -391,7 +391,7 @@ impl Worker {
                 ),
             )
         })?;
-        let socks = super::sockopt::listener_sockets(l.port).map_err(|e| {
+        let socks = super::sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind UDP port {}: {e}", l.name, l.port),

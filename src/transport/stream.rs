@@ -91,7 +91,7 @@ impl Worker {
                 ));
             }
         };
-        let socks = super::sockopt::tcp_listener_sockets(l.port).map_err(|e| {
+        let socks = super::sockopt::tcp_listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind TCP port {}: {e}", l.name, l.port),

@@ -425,7 +425,7 @@ impl Worker {
         let Some(l) = snap.listeners.get(idx) else {
             return Ok(());
         };
-        let socks = sockopt::listener_sockets(l.port).map_err(|e| {
+        let socks = sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
