@@ -401,7 +401,9 @@ fn ipv6_relaying_over_udp_and_tcp() {
     let mut cmd = Command::new(stunnerd_bin());
     cmd.arg("-c").arg(format!("file://{}", config.display()));
     let mut server = Proc::spawn("stunnerd", cmd);
-    wait_udp_ready(local(udp)).expect("stunnerd answers");
+    // A loopback listener binds its address only: [::1], not 127.0.0.1.
+    wait_udp_ready(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, udp)))
+        .expect("stunnerd answers");
     let peer_port = free_udp_port_pair();
     let mut peer_cmd = Command::new(require_tool("turnutils_peer"));
     peer_cmd.args(["-L", "::1", "-p", &peer_port.to_string()]);
