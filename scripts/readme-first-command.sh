@@ -102,12 +102,10 @@ uc_out="$(in_ns timeout 60 turnutils_uclient -u "$user" -w "$pass" -e 127.0.0.1 
     -p "$port" -m 2 -n 20 -l 121 -z 5 "$host" 2>&1)"
 uc_rc=$?
 set -e
-summary() { grep -oE "$1=[0-9]+" <<<"$uc_out" | tail -1 | cut -d= -f2; }
+# The last `NAME=N` or `NAME ~ N` of uclient's summary, empty if absent.
+summary() { { grep -oE "$1( ~ |=)[0-9]+" <<<"$uc_out" || true; } | tail -n1 | grep -oE '[0-9]+$' || true; }
 sent="$(summary tot_send_msgs)" recv="$(summary tot_recv_msgs)"
 sent_b="$(summary tot_send_bytes)" recv_b="$(summary tot_recv_bytes)"
-# uclient writes `tot_send_bytes ~ N`: accept both spellings.
-[ -n "$sent_b" ] || sent_b="$(grep -oE 'tot_send_bytes ~ [0-9]+' <<<"$uc_out" | tail -1 | awk '{print $3}')"
-[ -n "$recv_b" ] || recv_b="$(grep -oE 'tot_recv_bytes ~ [0-9]+' <<<"$uc_out" | tail -1 | awk '{print $3}')"
 log "uclient (exit $uc_rc): sent $sent msgs / ${sent_b:-?} bytes, received $recv msgs / ${recv_b:-?} bytes"
 if [ "$uc_rc" -ne 0 ] || [ -z "$sent" ] || [ "$sent" != 40 ] || [ "$recv" != "$sent" ] \
     || [ -z "$recv_b" ] || [ "$recv_b" -eq 0 ]; then
@@ -116,4 +114,5 @@ if [ "$uc_rc" -ne 0 ] || [ -z "$sent" ] || [ "$sent" != 40 ] || [ "$recv" != "$s
     fail "uclient did not get every message back through $host:$port"
 fi
 kill -0 "$server_pid" 2>/dev/null || fail "the daemon died during the relay test"
+printf "%s\n" "$(grep -E "tot_(send|recv)" <<<"$uc_out" | tail -n 3)"
 log "OK: the README's first command answers a STUN Binding and relays to 127.0.0.1:$peer_port"
