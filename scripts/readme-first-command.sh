@@ -51,6 +51,11 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    # Anything still in the namespace was started by this script (it is created here).
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+        log "stray process $pid in $ns: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "$tmp"
 }
@@ -72,12 +77,13 @@ ip -n "$ns" link set lo up
 in_ns() { ip netns exec "$ns" "$@"; }
 
 log "starting turnutils_peer on 127.0.0.1:$peer_port"
-in_ns turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
+ip netns exec "$ns" turnutils_peer -L 127.0.0.1 -p "$peer_port" >"$tmp/peer.log" 2>&1 &
 pids+=($!)
 
 log "running in netns $ns: $cmd"
-# `ip netns exec` and `exec` keep the PID: cargo run replaces itself with the daemon.
-in_ns bash -c "exec $cmd" >"$tmp/server.log" 2>&1 &
+# Not through in_ns (a function would run in a subshell): `ip netns exec` and `exec` keep
+# the PID, and cargo run replaces itself with the daemon, so $! is the daemon.
+ip netns exec "$ns" bash -c "exec $cmd" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 pids+=("$server_pid")
 

@@ -33,6 +33,13 @@ cargo fetch --locked
 cargo build --release --locked
 elapsed "$t"
 
+# The README's first command, verbatim, from a clean clone in a network namespace of its own,
+# answering a STUN Binding and relaying for turnutils_uclient (reuses target/ for dependencies).
+step "README's first command from a clean clone (scripts/readme-first-command.sh)"
+t=$(date +%s)
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}" bash scripts/readme-first-command.sh
+elapsed "$t"
+
 # Fuzz targets: always built (on stable, as plain binaries linked with libFuzzer) and each
 # run briefly on random input, so they cannot rot; coverage-guided fuzzing with cargo-fuzz
 # needs a nightly toolchain and is run by hand (see fuzz/README.md).
