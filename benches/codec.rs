@@ -2,6 +2,13 @@
 //! both directions, Data indication build, and the MESSAGE-INTEGRITY check.
 //!
 //! Run: `cargo bench --bench codec`.
+// A driver, not the core: clocks, threads and locks are its own (clippy.toml).
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -131,7 +138,7 @@ fn codec(c: &mut Criterion) {
 
 fn relay(c: &mut Criterion) {
     let snap = snapshot();
-    let now = Now::read();
+    let now = stunnerd::transport::now();
     let client: SocketAddr = "192.0.2.1:40000".parse().unwrap();
     let peer: SocketAddr = "127.0.0.1:7000".parse().unwrap();
     let mut server = server_with_channel(&snap, now, client, peer);
@@ -193,7 +200,7 @@ fn relay(c: &mut Criterion) {
 fn timers(c: &mut Criterion) {
     const N: u32 = 100_000;
     let snap = snapshot();
-    let now = Now::read();
+    let now = stunnerd::transport::now();
     let keys = NonceKey::from_bytes([1; 32]);
     let mut server = Server::new(keys.clone());
     let mut relays = OneRelay;

@@ -6,6 +6,13 @@
 //! allocations of one scrape of each.
 //!
 //! Run: `cargo bench --bench metrics` (about 20 s on one core).
+// A driver, not the core: clocks, threads and locks are its own (clippy.toml).
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -16,9 +23,10 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use stunnerd::admin::{AdminState, ProcessSample, ReloadResult, render_metrics};
+use stunnerd::config::ListenerProtocol;
 use stunnerd::snapshot::{Snapshot, Store};
 use stunnerd::transport::stats::{ClusterCounters, ListenerCounters, StatsSlot};
-use stunnerd::turn::DropReason;
+use stunnerd::turn::{ClusterTraffic, DropReason};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -35,7 +43,12 @@ fn state(n: usize) -> Arc<AdminState> {
         .expect("bench config")
         .config;
     let store = Store::new(Snapshot::build(cfg, 1).expect("bench snapshot"));
-    let protocols = ["TURN-UDP", "TURN-TCP", "TURN-TLS", "TURN-DTLS"];
+    let protocols = [
+        ListenerProtocol::TurnUdp,
+        ListenerProtocol::TurnTcp,
+        ListenerProtocol::TurnTls,
+        ListenerProtocol::TurnDtls,
+    ];
     let slots: Vec<Arc<StatsSlot>> = (0..WORKERS)
         .map(|w| {
             let slot = StatsSlot::new();
@@ -63,10 +76,12 @@ fn state(n: usize) -> Arc<AdminState> {
                 r.clusters = (0..n)
                     .map(|i| ClusterCounters {
                         name: format!("stunner/media-plane-{i}").into(),
-                        rx_packets: 800_000 + i as u64,
-                        rx_bytes: 120_000_000 + i as u64,
-                        tx_packets: 810_000 + i as u64,
-                        tx_bytes: 121_000_000 + i as u64,
+                        traffic: ClusterTraffic {
+                            rx_packets: 800_000 + i as u64,
+                            rx_bytes: 120_000_000 + i as u64,
+                            tx_packets: 810_000 + i as u64,
+                            tx_bytes: 121_000_000 + i as u64,
+                        },
                     })
                     .collect();
             });
@@ -237,7 +252,7 @@ impl Exporter {
             use metrics::{counter, gauge};
             gauge!("stunner_allocations_active").set(r.allocations as f64);
             for l in &r.listeners {
-                let udp = l.protocol == "TURN-UDP";
+                let udp = l.protocol == ListenerProtocol::TurnUdp;
                 let name = Arc::clone(&l.name);
                 let conns = if udp {
                     state.udp_sockets()
@@ -265,7 +280,7 @@ impl Exporter {
                     .absolute(l.kernel_rx_drops);
                 counter!("stunnerd_listener_send_drops_total", "name" => name.clone())
                     .absolute(l.tx_drops);
-                if l.protocol == "TURN-DTLS" {
+                if l.protocol == ListenerProtocol::TurnDtls {
                     gauge!("stunnerd_listener_dtls_handshakes", "name" => name)
                         .set(l.handshakes as f64);
                 }
@@ -273,8 +288,8 @@ impl Exporter {
             for c in &r.clusters {
                 let name = Arc::clone(&c.name);
                 for (dir, pkts, bytes) in [
-                    ("rx", c.rx_packets, c.rx_bytes),
-                    ("tx", c.tx_packets, c.tx_bytes),
+                    ("rx", c.traffic.rx_packets, c.traffic.rx_bytes),
+                    ("tx", c.traffic.tx_packets, c.traffic.tx_bytes),
                 ] {
                     counter!("stunner_cluster_packets_total", "direction" => dir, "name" => name.clone())
                         .absolute(pkts);

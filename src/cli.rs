@@ -18,6 +18,8 @@
 //! than through clap, wherever a flag must override the variable or the value needs checking;
 //! that keeps the precedence rules in one place and lets tests run without mutating the process
 //! environment.
+// The shell: a fresh random UUID for the dataplane id. (clippy.toml)
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -446,6 +448,11 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
         name: "cds-server",
         about: "Serve stunnerd configs from files or manifests over the STUNner CDS API",
         run: crate::cds::main,
+    },
+    Subcommand {
+        name: "sessions",
+        about: "List the live allocations of a running stunnerd (`sessions kill ID|--user NAME` ends them)",
+        run: crate::admin::client::main,
     },
     Subcommand {
         name: "help",

@@ -17,6 +17,8 @@
 //! (`HH:MM:SS.micro file:line: scope LEVEL: message`) or as one JSON object per line with the
 //! keys `time`, `level`, `msg`, `scope` (see [`LogFormat`]). Times are UTC: containers run in UTC
 //! and resolving the local zone would need another crate.
+// The shell: log lines carry wall-clock timestamps. (clippy.toml)
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -608,31 +610,11 @@ fn json_line(now: std::time::Duration, meta: &Metadata<'_>, fields: &EventFields
 
 /// UTC RFC 3339 timestamp with microseconds, e.g. `2023-11-14T22:13:20.000000Z`.
 fn rfc3339(since_epoch: std::time::Duration) -> String {
-    let secs = since_epoch.as_secs();
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let tod = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        tod / 3600,
-        tod / 60 % 60,
-        tod % 60,
-        since_epoch.subsec_micros()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's
-/// `civil_from_days`, so no date crate is needed.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m as u32, d)
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    let at = time::OffsetDateTime::UNIX_EPOCH + since_epoch;
+    at.format(FORMAT).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -827,10 +809,10 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(
+            rfc3339(Duration::from_secs(11_016 * 86_400)),
+            "2000-02-29T00:00:00.000000Z"
+        );
         assert_eq!(
             rfc3339(Duration::new(1_700_000_000, 123_456_789)),
             "2023-11-14T22:13:20.123456Z"

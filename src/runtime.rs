@@ -10,8 +10,11 @@
 //!
 //! Submodules: `reconcile` (config -> snapshot -> swap, with rollback-free refusal of bad
 //! configs), `dns` (background STRICT_DNS resolution).
+// The shell: clocks for drain deadlines, and the tasks of the control plane. (clippy.toml)
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod dns;
+mod listeners;
 mod reconcile;
 
 use std::path::PathBuf;
@@ -189,6 +192,14 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
         cli.force_ready_status,
         cli.udp_threads() as u64,
     );
+    let token = match admin::sessions::Token::from_env(&*env) {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("admin token: {e}")),
+    };
+    if let Some(w) = &workers {
+        admin.set_sessions(admin::sessions::SessionControl::new(w.controls()), token);
+        listeners::log_started(&store.load());
+    }
     let (health, metrics) = if cli.dry_run {
         (None, None)
     } else {

@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(snap) = Snapshot::build(cfg, 1) else { return };
     let mut server = Server::new(NonceKey::from_bytes([1; 32]));
     let mut relays = Fake::default();
-    let mut now = Now::read();
+    let mut now = stunnerd::transport::now();
     let mut out = vec![0u8; 2048];
     let mut scratch = vec![0u8; 4200];
     // Each record: 1 byte selector, 1 byte length, then that many bytes.

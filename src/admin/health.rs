@@ -12,7 +12,7 @@ const JSON: &str = "application/json; charset=utf-8";
 /// there; `stunnerctl status` only displays them, so hiding them costs nothing.
 const SECRET: &str = "<SECRET>";
 
-pub fn handle(state: &AdminState, path: &str) -> Response<Body> {
+pub(super) fn handle(state: &AdminState, path: &str) -> Response<Body> {
     match path {
         "/live" => respond(StatusCode::OK, JSON, "{}\n"),
         "/ready" if state.ready_for_probe() => respond(
@@ -43,7 +43,7 @@ pub fn handle(state: &AdminState, path: &str) -> Response<Body> {
 /// The `StunnerStatus` document `stunnerctl status` reads, in v1.2.1's form (allocation
 /// count and status filled in), secrets redacted, and the listener and cluster `stats`
 /// filled from the workers' counters (upstream reports offload stats there, always zero).
-pub fn status(state: &AdminState) -> Value {
+pub(super) fn status(state: &AdminState) -> Value {
     let snap = state.store.load();
     let cfg = &snap.config;
     let report = state.report();
@@ -140,9 +140,11 @@ fn listener_stats(report: &WorkerReport, name: &str) -> Value {
 }
 
 fn cluster_stats(report: &WorkerReport, name: &str) -> Value {
-    let c = report.clusters.iter().find(|c| &*c.name == name);
-    stats(
-        c.map_or((0, 0), |c| (c.rx_packets, c.rx_bytes)),
-        c.map_or((0, 0), |c| (c.tx_packets, c.tx_bytes)),
-    )
+    let t = report
+        .clusters
+        .iter()
+        .find(|c| &*c.name == name)
+        .map(|c| c.traffic)
+        .unwrap_or_default();
+    stats((t.rx_packets, t.rx_bytes), (t.tx_packets, t.tx_bytes))
 }

@@ -1,7 +1,9 @@
 //! A minimal HTTP/1 server for the admin endpoints, on hyper.
 //!
-//! Handlers are plain functions of the request path: every admin answer is small and
-//! computed at once, so there is no need for a router or async handlers.
+//! Handlers are plain functions of a [`Request`] (method, path, query, the peer's address
+//! and the `Authorization` header; admin requests carry no body): every admin answer is
+//! small and computed at once, so there is no need for a router or async handlers. They
+//! run on tokio's blocking pool, as the session list waits for the workers' answers.
 
 use std::convert::Infallible;
 use std::io;
@@ -17,9 +19,66 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::{info, warn};
 
-pub type Body = Full<Bytes>;
-/// A request handler: the path in, the whole response out.
-type Handler = Arc<dyn Fn(&str) -> Response<Body> + Send + Sync>;
+pub(super) type Body = Full<Bytes>;
+/// A request handler: the request in, the whole response out.
+type Handler = Arc<dyn Fn(&Request) -> Response<Body> + Send + Sync>;
+
+/// What a handler sees of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: hyper::Method,
+    pub path: String,
+    /// The raw query string (without `?`), if any.
+    pub query: Option<String>,
+    pub peer: SocketAddr,
+    pub authorization: Option<String>,
+}
+
+impl Request {
+    /// A GET of `path` from loopback (tests, and handlers that only look at the path).
+    pub fn get(path: &str) -> Request {
+        Request {
+            method: hyper::Method::GET,
+            path: path.to_string(),
+            query: None,
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            authorization: None,
+        }
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k)? == name).then(|| percent_decode(v))?
+        })
+    }
+}
+
+/// Decode `%XX` escapes and `+` (as a space); `None` for a bad escape or non-UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
 
 /// Longest life of one admin connection: bounds what a slow or idle client can hold.
 const CONN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,7 +159,7 @@ impl Server {
         endpoint: &str,
         parsed: Endpoint,
         kind: &'static str,
-        handler: impl Fn(&str) -> Response<Body> + Send + Sync + 'static,
+        handler: impl Fn(&Request) -> Response<Body> + Send + Sync + 'static,
     ) -> io::Result<Server> {
         let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind");
         for addr in parsed.bind_addrs()? {
@@ -171,8 +230,8 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(listener: tokio::net::TcpListener, handler: Handler) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
             Err(_) => {
                 // Out of descriptors and the like: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -182,8 +241,30 @@ async fn accept_loop(listener: tokio::net::TcpListener, handler: Handler) {
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let resp = handler(req.uri().path());
-                async move { Ok::<_, Infallible>(resp) }
+                let request = Request {
+                    method: req.method().clone(),
+                    path: req.uri().path().to_string(),
+                    query: req.uri().query().map(str::to_string),
+                    peer: crate::transport::canonical_client(peer),
+                    authorization: req
+                        .headers()
+                        .get(hyper::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                };
+                let handler = Arc::clone(&handler);
+                async move {
+                    let resp = tokio::task::spawn_blocking(move || handler(&request))
+                        .await
+                        .unwrap_or_else(|_| {
+                            respond(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "text/plain; charset=utf-8",
+                                "internal error\n",
+                            )
+                        });
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             let _ = tokio::time::timeout(CONN_TIMEOUT, conn).await;
@@ -192,7 +273,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, handler: Handler) {
 }
 
 /// A response with a body and content type.
-pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
@@ -202,7 +287,7 @@ pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -
 }
 
 /// Go ServeMux's answer for an unknown path.
-pub fn not_found() -> Response<Body> {
+pub(super) fn not_found() -> Response<Body> {
     respond(
         StatusCode::NOT_FOUND,
         "text/plain; charset=utf-8",
@@ -228,5 +313,19 @@ mod tests {
         let e = parse_endpoint("http://127.0.0.1/metrics", 8080).expect("enabled");
         assert_eq!(e.port, 8080);
         assert_eq!(parse_endpoint("", 8086), None);
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let mut r = Request::get("/sessions");
+        r.query = Some("a=1&user=al%20ice%2Bbob&user=second&x".into());
+        assert_eq!(r.query_param("user").as_deref(), Some("al ice+bob"));
+        assert_eq!(r.query_param("x").as_deref(), Some(""));
+        assert_eq!(r.query_param("missing"), None);
+        r.query = Some("user=%zz".into());
+        assert_eq!(r.query_param("user"), None);
+        assert_eq!(percent_decode("a+b%41").as_deref(), Some("a bA"));
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
     }
 }

@@ -16,11 +16,12 @@ use hyper::{Response, StatusCode};
 use super::http::{Body, respond};
 use super::process::ProcessSample;
 use super::{AdminState, ReloadResult};
+use crate::config::ListenerProtocol;
 use crate::turn::DropReason;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub fn handle(state: &AdminState) -> Response<Body> {
+pub(super) fn handle(state: &AdminState) -> Response<Body> {
     respond(StatusCode::OK, CONTENT_TYPE, render(state))
 }
 
@@ -45,7 +46,7 @@ pub fn render(state: &AdminState) -> String {
     );
     for l in &r.listeners {
         // Upstream counts each TURN-UDP socket as a connection: the gauge is constant.
-        let v = if l.protocol == "TURN-UDP" {
+        let v = if l.protocol == ListenerProtocol::TurnUdp {
             state.udp_sockets
         } else {
             l.connections
@@ -58,7 +59,7 @@ pub fn render(state: &AdminState) -> String {
         "Number of all downstream connections observed at a listener",
     );
     for l in &r.listeners {
-        let v = if l.protocol == "TURN-UDP" {
+        let v = if l.protocol == ListenerProtocol::TurnUdp {
             state.udp_sockets.max(l.connections_total)
         } else {
             l.connections_total
@@ -109,7 +110,7 @@ pub fn render(state: &AdminState) -> String {
         "Number of datagrams sent to or received from backends",
     );
     for c in &r.clusters {
-        for (dir, v) in [("rx", c.rx_packets), ("tx", c.tx_packets)] {
+        for (dir, v) in [("rx", c.traffic.rx_packets), ("tx", c.traffic.tx_packets)] {
             w.sample(
                 "stunner_cluster_packets_total",
                 &[("direction", dir), ("name", &c.name)],
@@ -123,7 +124,7 @@ pub fn render(state: &AdminState) -> String {
         "Number of bytes sent to or received from backends",
     );
     for c in &r.clusters {
-        for (dir, v) in [("rx", c.rx_bytes), ("tx", c.tx_bytes)] {
+        for (dir, v) in [("rx", c.traffic.rx_bytes), ("tx", c.traffic.tx_bytes)] {
             w.sample(
                 "stunner_cluster_bytes_total",
                 &[("direction", dir), ("name", &c.name)],
@@ -211,7 +212,11 @@ pub fn render(state: &AdminState) -> String {
         "gauge",
         "DTLS sessions past the cookie exchange whose handshake has not finished",
     );
-    for l in r.listeners.iter().filter(|l| l.protocol == "TURN-DTLS") {
+    for l in r
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == ListenerProtocol::TurnDtls)
+    {
         w.sample(
             "stunnerd_listener_dtls_handshakes",
             &[("name", &l.name)],

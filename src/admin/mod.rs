@@ -1,19 +1,24 @@
 //! The admin side: `/live`, `/ready` and `/status` on the `healthcheck_endpoint`, Prometheus
-//! `/metrics` on the `metrics_endpoint` (spec 3.8, 3.9).
+//! `/metrics` on the `metrics_endpoint` (spec 3.8, 3.9), and the session list and kill
+//! switch (`/sessions`, see [`sessions`]) on the health server.
 //!
 //! Nothing here runs on a worker thread: the servers are tokio tasks of the control runtime,
 //! and every number they show is read at request time from the workers' published
 //! [`StatsSlot`]s and the [`Store`], so the packet path never formats a label or takes a lock
 //! for the admin side.
+// The shell: the admin HTTP server runs tasks and reads the process clock. (clippy.toml)
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod client;
 mod health;
-mod http;
+pub mod http;
 mod metrics;
 mod process;
+pub mod sessions;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 pub use http::{Endpoint, Server, parse_endpoint};
 pub use metrics::render as render_metrics;
@@ -78,6 +83,10 @@ pub struct AdminState {
     reloads: [AtomicU64; ReloadResult::ALL.len()],
     /// Sockets per TURN-UDP listener, the value upstream reports as its connection gauge.
     udp_sockets: u64,
+    /// The workers' control channels for `/sessions` (unset in dry-run mode).
+    sessions: OnceLock<sessions::SessionControl>,
+    /// Who may use `/sessions` (unset: loopback peers only).
+    token: OnceLock<sessions::Token>,
 }
 
 impl AdminState {
@@ -96,7 +105,25 @@ impl AdminState {
             terminating: AtomicBool::new(false),
             reloads: Default::default(),
             udp_sockets,
+            sessions: OnceLock::new(),
+            token: OnceLock::new(),
         })
+    }
+
+    /// Serve `/sessions` through these workers, to peers `token` admits. Set once, at
+    /// start-up.
+    pub fn set_sessions(&self, control: sessions::SessionControl, token: sessions::Token) {
+        let _ = self.sessions.set(control);
+        let _ = self.token.set(token);
+    }
+
+    pub fn sessions(&self) -> Option<&sessions::SessionControl> {
+        self.sessions.get()
+    }
+
+    pub fn token(&self) -> &sessions::Token {
+        static NONE: sessions::Token = sessions::Token::None;
+        self.token.get().unwrap_or(&NONE)
     }
 
     /// The workers' counters summed now.
@@ -169,8 +196,12 @@ pub fn bind_health(
         return Ok(None);
     };
     let st = Arc::clone(state);
-    Server::bind(endpoint, ep, "health", move |path| {
-        health::handle(&st, path)
+    Server::bind(endpoint, ep, "health", move |req| {
+        if sessions::is_sessions_path(&req.path) {
+            sessions::handle(&st, req)
+        } else {
+            health::handle(&st, &req.path)
+        }
     })
     .map(Some)
     .map_err(|e| (endpoint.to_string(), e))
@@ -187,7 +218,8 @@ pub fn bind_metrics(
         return Ok(None);
     };
     let st = Arc::clone(state);
-    Server::bind(endpoint, ep, "metrics", move |path| {
+    Server::bind(endpoint, ep, "metrics", move |req| {
+        let path = req.path.as_str();
         let snap = st.store.load();
         let served = parse_endpoint(&snap.config.admin.metrics_endpoint, METRICS_PORT)
             .map_or_else(|| "/".to_string(), |e| e.path);

@@ -27,6 +27,8 @@
 //!
 //! Exit status: 0 if it ran, 1 if setup failed (the message names how many allocations
 //! failed and the last error), 2 on bad arguments.
+// A driver, not the core: clocks, threads and locks are its own (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 // A binary's root resolves modules next to itself (src/bin/), so point at its own folder.
 #[path = "turnperf/engine.rs"]

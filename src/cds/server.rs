@@ -32,14 +32,14 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every request handler needs.
-pub struct Shared {
+pub(super) struct Shared {
     pub store: ConfigStore,
     /// Node name -> address, for `__node_address_placeholder` patching.
     pub nodes: BTreeMap<String, String>,
 }
 
 /// Serve until the listener fails for good.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,

@@ -20,7 +20,7 @@ use super::{
     API_VERSION, AdminConfig, AuthConfig, AuthType, ClusterConfig, ClusterProtocol, ClusterType,
     ConfigError, DEFAULT_ADDRESS, DEFAULT_ADMIN_NAME, DEFAULT_HEALTHCHECK_ENDPOINT,
     DEFAULT_LOGLEVEL, DEFAULT_PORT, DEFAULT_REALM, FieldError, LicenseConfig, ListenerConfig,
-    ListenerProtocol, StunnerConfig,
+    ListenerProtocol, StunnerConfig, UserCredential,
 };
 
 /// Parse JSON or YAML text (YAML is a superset of JSON) into a value tree.
@@ -346,11 +346,7 @@ impl Decoder {
     }
 
     fn auth(&mut self, path: &str, v: Option<&Value>) -> AuthConfig {
-        let mut auth = AuthConfig {
-            auth_type: AuthType::Static,
-            realm: DEFAULT_REALM.to_string(),
-            credentials: BTreeMap::new(),
-        };
+        let mut auth = AuthConfig::new(AuthType::Static, DEFAULT_REALM, BTreeMap::new());
         let Some(v) = v else { return auth };
         let Some([atype, realm, creds]) = self.fields(
             path,
@@ -378,20 +374,22 @@ impl Decoder {
         }
         let realm = self.string(&join(path, "realm"), realm);
         auth.realm = non_empty_or(realm, DEFAULT_REALM);
-        auth.credentials = self.credentials(&join(path, "credentials"), creds);
+        self.credentials(&join(path, "credentials"), creds, &mut auth);
         auth
     }
 
     /// A string map whose keys are taken verbatim: unlike struct fields, Go map keys are
-    /// not case-folded, and `username` must be spelled exactly.
-    fn credentials(&mut self, path: &str, v: Option<&Value>) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
+    /// not case-folded, and `username` must be spelled exactly. Our extension: a list under
+    /// `secrets` (strings) or `users` (`{username, password}` objects) fills
+    /// [`AuthConfig::secrets`] / [`AuthConfig::users`]; a string there stays an ordinary
+    /// (upstream) key.
+    fn credentials(&mut self, path: &str, v: Option<&Value>, auth: &mut AuthConfig) {
         let map = match v.map(untag) {
-            None | Some(Value::Null) => return out,
+            None | Some(Value::Null) => return,
             Some(Value::Mapping(m)) => m,
             Some(other) => {
                 self.type_error(path, other, "a map of strings");
-                return out;
+                return;
             }
         };
         for (k, val) in map {
@@ -399,10 +397,66 @@ impl Decoder {
                 self.error(path, "invalid key: expected a string");
                 continue;
             };
-            let value = self.string(&join(path, &key), Some(val));
-            out.insert(key, value);
+            let kpath = join(path, &key);
+            let list = matches!(untag(val), Value::Sequence(_));
+            match key.as_str() {
+                "secrets" if list => {
+                    auth.credentials.remove(&key);
+                    auth.secrets = Some(self.strings(&kpath, Some(val)));
+                    continue;
+                }
+                "users" if list => {
+                    auth.credentials.remove(&key);
+                    auth.users = Some(self.objects(&kpath, Some(val), Self::user));
+                    continue;
+                }
+                "secrets" | "users" if !matches!(untag(val), Value::String(_) | Value::Null) => {
+                    self.type_error(&kpath, val, "a sequence");
+                    continue;
+                }
+                "secrets" | "users" if matches!(untag(val), Value::String(_)) => {
+                    self.warnings.push(format!(
+                        "`{kpath}` is a string, kept as an ordinary credentials key; \
+                         the `{key}` extension takes a list"
+                    ));
+                    if key == "secrets" {
+                        auth.secrets = None;
+                    } else {
+                        auth.users = None;
+                    }
+                }
+                _ => {}
+            }
+            let value = self.string(&kpath, Some(val));
+            auth.credentials.insert(key, value);
         }
-        out
+    }
+
+    /// One `auth.credentials.users[]` entry: both keys must be there.
+    fn user(&mut self, path: &str, v: &Value) -> UserCredential {
+        let mut u = UserCredential {
+            username: String::new(),
+            password: String::new(),
+        };
+        let Some([username, password]) = self.fields(
+            path,
+            v,
+            ["username", "password"],
+            "a map with `username` and `password`",
+        ) else {
+            return u;
+        };
+        for (name, val, slot) in [
+            ("username", username, &mut u.username),
+            ("password", password, &mut u.password),
+        ] {
+            let p = join(path, name);
+            if val.is_none() {
+                self.error(&p, "missing");
+            }
+            *slot = self.string(&p, val);
+        }
+        u
     }
 
     fn listener(&mut self, path: &str, v: &Value) -> ListenerConfig {

@@ -25,6 +25,8 @@ mod validate;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_credentials;
+#[cfg(test)]
 mod tests_errors;
 
 pub use endpoint::{Endpoint, parse_endpoint};
@@ -32,7 +34,7 @@ pub use env::{expand_env, stunner_env};
 pub use error::{ConfigError, FieldError};
 pub use types::{
     AdminConfig, AuthConfig, AuthType, ClusterConfig, ClusterProtocol, ClusterType, LicenseConfig,
-    ListenerConfig, ListenerProtocol, StunnerConfig,
+    ListenerConfig, ListenerProtocol, StunnerConfig, UserCredential,
 };
 pub use uri::from_turn_uri;
 pub use validate::validate;
@@ -101,9 +103,17 @@ pub fn parse_config(
         return Err(ConfigError::new(errors));
     };
     if let Err(e) = validate::validate_with(&config, true) {
-        // A field that failed to decode holds a default: one error about it is enough.
+        // A field that failed to decode holds a default (and so do the fields inside it):
+        // one error about it is enough.
         let bad: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
-        errors.extend(e.errors.into_iter().filter(|e| !bad.contains(&e.path)));
+        let covered = |path: &str| {
+            bad.iter().any(|b| {
+                path.strip_prefix(b.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || !b.is_empty() && rest.starts_with(['.', '['])
+                })
+            })
+        };
+        errors.extend(e.errors.into_iter().filter(|e| !covered(&e.path)));
     }
     if !errors.is_empty() {
         error::sort_by_section(&mut errors);
@@ -122,17 +132,17 @@ pub fn zero_config(id: &str) -> StunnerConfig {
             name: id.to_string(),
             ..AdminConfig::default()
         },
-        auth: AuthConfig {
-            auth_type: AuthType::Static,
-            realm: DEFAULT_REALM.to_string(),
-            credentials: [
+        auth: AuthConfig::new(
+            AuthType::Static,
+            DEFAULT_REALM,
+            [
                 ("username", "dummy-username"),
                 ("password", "dummy-password"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        },
+        ),
         listeners: Vec::new(),
         clusters: Vec::new(),
     }

@@ -73,7 +73,7 @@ fn is_zero_u16(v: &u16) -> bool {
 }
 
 /// Normalise an offload engine name: case-insensitive `None`/`XDP`/`TC`/`Auto` (spec §2.3).
-pub fn normalize_offload_engine(s: &str) -> Option<&'static str> {
+pub(super) fn normalize_offload_engine(s: &str) -> Option<&'static str> {
     ["None", "XDP", "TC", "Auto"]
         .into_iter()
         .find(|m| m.eq_ignore_ascii_case(s))
@@ -124,15 +124,145 @@ impl AuthType {
     }
 }
 
-/// `auth` (spec §2.4).
-#[derive(Clone, PartialEq, Eq, Serialize)]
+/// `auth` (spec §2.4), plus our `credentials.secrets` and `credentials.users` extension.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    #[serde(rename = "type")]
     pub auth_type: AuthType,
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub realm: String,
-    /// Not `omitempty` upstream, so always sent.
+    /// The string-valued keys of `credentials` (upstream's `map[string]string`).
     pub credentials: BTreeMap<String, String>,
+    /// Our extension `auth.credentials.secrets`: more TURN REST shared secrets, accepted
+    /// beside `credentials.secret` (a rotation window). `None` when the key is absent; an
+    /// empty list is invalid.
+    pub secrets: Option<Vec<String>>,
+    /// Our extension `auth.credentials.users`: more static users, accepted beside
+    /// `credentials.username`/`password`. `None` when absent; an empty list is invalid.
+    pub users: Option<Vec<UserCredential>>,
+}
+
+impl AuthConfig {
+    /// An auth section without the extension lists.
+    pub fn new(
+        auth_type: AuthType,
+        realm: impl Into<String>,
+        credentials: BTreeMap<String, String>,
+    ) -> AuthConfig {
+        AuthConfig {
+            auth_type,
+            realm: realm.into(),
+            credentials,
+            secrets: None,
+            users: None,
+        }
+    }
+
+    /// Every shared secret ephemeral auth accepts: `credentials.secret` first, then
+    /// `credentials.secrets` in order, each once.
+    pub fn ephemeral_secrets(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let listed = self.secrets.iter().flatten().map(String::as_str);
+        for s in self
+            .credentials
+            .get("secret")
+            .map(String::as_str)
+            .into_iter()
+            .chain(listed)
+        {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Every (username, password) static auth accepts: the `credentials.username` /
+    /// `password` pair when both keys are there, then `credentials.users` in order.
+    pub fn static_users(&self) -> Vec<(&str, &str)> {
+        let pair = self
+            .credentials
+            .get("username")
+            .zip(self.credentials.get("password"))
+            .map(|(u, p)| (u.as_str(), p.as_str()));
+        let listed = self
+            .users
+            .iter()
+            .flatten()
+            .map(|u| (u.username.as_str(), u.password.as_str()));
+        pair.into_iter().chain(listed).collect()
+    }
+}
+
+/// One entry of `auth.credentials.users` (our extension).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct UserCredential {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for UserCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCredential")
+            .field("username", &self.username)
+            .field("password", &mask(&self.password))
+            .finish()
+    }
+}
+
+impl Serialize for AuthConfig {
+    /// Upstream's shape (`type`, `realm` omitted when empty, `credentials` always), with the
+    /// extension lists inside `credentials` only when they are set, so a config without them
+    /// serialises byte for byte as upstream's would.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let n = if self.realm.is_empty() { 2 } else { 3 };
+        let mut st = s.serialize_struct("AuthConfig", n)?;
+        st.serialize_field("type", &self.auth_type)?;
+        if !self.realm.is_empty() {
+            st.serialize_field("realm", &self.realm)?;
+        }
+        st.serialize_field("credentials", &CredentialsWire(self))?;
+        st.end()
+    }
+}
+
+/// `credentials` on the wire: the string keys and the extension lists, in key order.
+struct CredentialsWire<'a>(&'a AuthConfig);
+
+impl Serialize for CredentialsWire<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        enum V<'a> {
+            Str(&'a String),
+            Secrets(&'a [String]),
+            Users(&'a [UserCredential]),
+        }
+        let a = self.0;
+        let mut entries: Vec<(&str, V<'_>)> = a
+            .credentials
+            .iter()
+            .map(|(k, v)| (k.as_str(), V::Str(v)))
+            .collect();
+        // A string-valued `secrets`/`users` key (an upstream extra key) and the list of the
+        // same name cannot both exist: the decoder keeps one or the other.
+        if let Some(list) = &a.secrets {
+            entries.retain(|(k, _)| *k != "secrets");
+            entries.push(("secrets", V::Secrets(list)));
+        }
+        if let Some(list) = &a.users {
+            entries.retain(|(k, _)| *k != "users");
+            entries.push(("users", V::Users(list)));
+        }
+        entries.sort_by(|x, y| x.0.cmp(y.0));
+        let mut m = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            match v {
+                V::Str(v) => m.serialize_entry(k, v)?,
+                V::Secrets(v) => m.serialize_entry(k, v)?,
+                V::Users(v) => m.serialize_entry(k, v)?,
+            }
+        }
+        m.end()
+    }
 }
 
 impl fmt::Debug for AuthConfig {
@@ -143,17 +273,24 @@ impl fmt::Debug for AuthConfig {
             .iter()
             .map(|(k, v)| (k.as_str(), mask(v)))
             .collect();
+        let secrets: Option<Vec<&str>> = self
+            .secrets
+            .as_ref()
+            .map(|l| l.iter().map(|s| mask(s)).collect());
         f.debug_struct("AuthConfig")
             .field("auth_type", &self.auth_type)
             .field("realm", &self.realm)
             .field("credentials", &creds)
+            .field("secrets", &secrets)
+            .field("users", &self.users)
             .finish()
     }
 }
 
 /// `listeners[].protocol` (spec §2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ListenerProtocol {
+    #[default]
     TurnUdp,
     TurnTcp,
     TurnTls,

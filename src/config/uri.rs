@@ -79,14 +79,14 @@ pub fn from_turn_uri(uri: &str) -> Result<StunnerConfig, ConfigError> {
     let config = StunnerConfig {
         version: API_VERSION.to_string(),
         admin: AdminConfig::default(),
-        auth: AuthConfig {
-            auth_type: AuthType::Static,
-            realm: DEFAULT_REALM.to_string(),
-            credentials: [("username", user), ("password", pass)]
+        auth: AuthConfig::new(
+            AuthType::Static,
+            DEFAULT_REALM,
+            [("username", user), ("password", pass)]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
-        },
+        ),
         listeners: vec![ListenerConfig {
             name: "default-listener".to_string(),
             protocol,

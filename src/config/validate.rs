@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use super::parse_endpoint;
 use super::types::{normalize_offload_engine, parse_listener_address};
-use super::{API_VERSION, AuthType, ClusterType, ConfigError, FieldError, StunnerConfig};
+use super::{
+    API_VERSION, AuthConfig, AuthType, ClusterType, ConfigError, FieldError, StunnerConfig,
+};
 
 /// Check a typed config. Does not normalise; see [`StunnerConfig::normalize`].
 pub fn validate(config: &StunnerConfig) -> Result<(), ConfigError> {
@@ -54,16 +56,22 @@ pub(super) fn validate_with(config: &StunnerConfig, check_tls: bool) -> Result<(
         );
     }
 
-    // auth: upstream only wants the keys present; empty strings are accepted.
-    let creds = &config.auth.credentials;
-    match config.auth.auth_type {
-        AuthType::Static if !(creds.contains_key("username") && creds.contains_key("password")) => {
+    // auth: upstream only wants the keys present; empty strings are accepted. Our
+    // extension lists may stand in for them, but are checked strictly.
+    let auth = &config.auth;
+    let creds = &auth.credentials;
+    let (has_user, has_pass) = (
+        creds.contains_key("username"),
+        creds.contains_key("password"),
+    );
+    match auth.auth_type {
+        AuthType::Static if has_user != has_pass || !has_user && auth.users.is_none() => {
             err(
                 "auth.credentials".into(),
                 "static: empty username or password".into(),
             );
         }
-        AuthType::Ephemeral if !creds.contains_key("secret") => {
+        AuthType::Ephemeral if !creds.contains_key("secret") && auth.secrets.is_none() => {
             err(
                 "auth.credentials".into(),
                 "no secret found in ephemeral auth config".into(),
@@ -71,6 +79,7 @@ pub(super) fn validate_with(config: &StunnerConfig, check_tls: bool) -> Result<(
         }
         _ => {}
     }
+    check_credential_lists(auth, &mut err);
 
     // listeners
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -186,9 +195,70 @@ pub(super) fn validate_with(config: &StunnerConfig, check_tls: bool) -> Result<(
     }
 }
 
+/// `auth.credentials.secrets` and `auth.credentials.users` (our extension): a given list
+/// is not empty, holds no empty secret, user name or password, and names each user once
+/// (the `username` key included).
+fn check_credential_lists(auth: &AuthConfig, err: &mut impl FnMut(String, String)) {
+    const SECRETS: &str = "auth.credentials.secrets";
+    const USERS: &str = "auth.credentials.users";
+    if let Some(list) = &auth.secrets {
+        if list.is_empty() {
+            err(
+                SECRETS.into(),
+                "empty list: give at least one secret or leave the key out".into(),
+            );
+        }
+        for (i, s) in list.iter().enumerate() {
+            if s.is_empty() {
+                err(format!("{SECRETS}[{i}]"), "empty secret".into());
+            }
+        }
+    }
+    let Some(list) = &auth.users else { return };
+    if list.is_empty() {
+        err(
+            USERS.into(),
+            "empty list: give at least one user or leave the key out".into(),
+        );
+    }
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    if let Some(u) = auth.credentials.get("username") {
+        seen.insert(u, "auth.credentials.username".into());
+    }
+    for (i, u) in list.iter().enumerate() {
+        let path = format!("{USERS}[{i}]");
+        if u.username.is_empty() {
+            err(format!("{path}.username"), "empty username".into());
+        } else if let Some(first) = seen.get(u.username.as_str()) {
+            err(
+                format!("{path}.username"),
+                format!("duplicate username {:?} (also {first})", u.username),
+            );
+        } else {
+            seen.insert(&u.username, path.clone());
+        }
+        if u.password.is_empty() {
+            err(format!("{path}.password"), "empty password".into());
+        }
+    }
+}
+
 /// Things that are legal but almost certainly not what the operator meant.
 pub(super) fn warnings(config: &StunnerConfig) -> Vec<String> {
     let mut out = Vec::new();
+    let auth = &config.auth;
+    if auth.secrets.is_some() && auth.auth_type != AuthType::Ephemeral {
+        out.push(format!(
+            "auth.credentials.secrets: only ephemeral auth uses it; ignored with type {}",
+            auth.auth_type
+        ));
+    }
+    if auth.users.is_some() && auth.auth_type != AuthType::Static {
+        out.push(format!(
+            "auth.credentials.users: only static auth uses it; ignored with type {}",
+            auth.auth_type
+        ));
+    }
     for (i, l) in config.listeners.iter().enumerate() {
         // Upstream silently advertises 0.0.0.0 as the relay address, e.g. when
         // `$STUNNER_ADDR` is unset (spec §2.5); clients cannot use such a relay.

@@ -13,7 +13,7 @@ use super::store::Store;
 
 /// A listener's public address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicAddr {
+pub(super) struct PublicAddr {
     pub address: String,
     pub port: u16,
     /// `IPAddress` or `Hostname` (or the type of the Gateway's address hint).
@@ -22,7 +22,7 @@ pub struct PublicAddr {
 
 /// The parts of a Service that matter for discovery.
 #[derive(Debug, Clone, Default)]
-pub struct SvcView {
+pub(super) struct SvcView {
     pub svc_type: String,
     /// `(protocol, port, nodePort)`.
     pub ports: Vec<(String, i64, i64)>,
@@ -30,7 +30,7 @@ pub struct SvcView {
 }
 
 impl SvcView {
-    pub fn from_input(s: &Service) -> SvcView {
+    pub(super) fn from_input(s: &Service) -> SvcView {
         SvcView {
             svc_type: s
                 .spec
@@ -50,7 +50,7 @@ impl SvcView {
         }
     }
 
-    pub fn from_rendered(s: &ServiceObject) -> SvcView {
+    pub(super) fn from_rendered(s: &ServiceObject) -> SvcView {
         SvcView {
             svc_type: s.spec.service_type.clone(),
             ports: s
@@ -67,7 +67,7 @@ impl SvcView {
 /// The Gateway's public Service among the input Services: annotated with the Gateway's
 /// `ns/name` and owned by it (matching UID), preferring LoadBalancer, then ExternalName,
 /// NodePort and ClusterIP.
-pub fn find_public_service(store: &Store<'_>, gw: &Gateway) -> Option<SvcView> {
+pub(super) fn find_public_service(store: &Store<'_>, gw: &Gateway) -> Option<SvcView> {
     let id = gw.metadata.key();
     let rank = |t: &str| match t {
         "LoadBalancer" => 0,
@@ -91,7 +91,7 @@ pub fn find_public_service(store: &Store<'_>, gw: &Gateway) -> Option<SvcView> {
 /// The first node address usable for NodePort access: an ExternalIP on any node, else an
 /// ExternalDNS name (typed `Hostname`; upstream calls it an `IPAddress`). Nodes are in name
 /// order.
-pub fn node_address(store: &Store<'_>) -> Option<(String, String)> {
+pub(super) fn node_address(store: &Store<'_>) -> Option<(String, String)> {
     for (wanted, typ) in [("ExternalIP", "IPAddress"), ("ExternalDNS", "Hostname")] {
         for n in store.nodes.values() {
             if let Some(a) = n
@@ -108,7 +108,7 @@ pub fn node_address(store: &Store<'_>) -> Option<(String, String)> {
 }
 
 /// The public address of a listener on `port`/`protocol`, if any.
-pub fn public_address(
+pub(super) fn public_address(
     svc: &SvcView,
     gw: &Gateway,
     port: i64,

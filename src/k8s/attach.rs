@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use super::objects::{Gateway, LabelSelector, Listener, ParentRef, UdpRoute};
 use super::store::Store;
 
-pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Whether parentRef `p` of `route` names Gateway `gw` (group, kind, namespace, name).
-pub fn names_gateway(route: &UdpRoute, p: &ParentRef, gw: &Gateway) -> bool {
+pub(super) fn names_gateway(route: &UdpRoute, p: &ParentRef, gw: &Gateway) -> bool {
     // An explicit empty group means the core group, which has no Gateways; only an omitted
     // group defaults to the Gateway API group.
     let group_ok = p.group.as_deref().is_none_or(|g| g == GATEWAY_GROUP);
@@ -23,7 +23,7 @@ pub fn names_gateway(route: &UdpRoute, p: &ParentRef, gw: &Gateway) -> bool {
 }
 
 /// The namespace a parentRef points into (default: the route's).
-pub fn parent_namespace<'r>(route: &'r UdpRoute, p: &'r ParentRef) -> &'r str {
+pub(super) fn parent_namespace<'r>(route: &'r UdpRoute, p: &'r ParentRef) -> &'r str {
     p.namespace
         .as_deref()
         .filter(|n| !n.is_empty())
@@ -31,7 +31,7 @@ pub fn parent_namespace<'r>(route: &'r UdpRoute, p: &'r ParentRef) -> &'r str {
 }
 
 /// Whether `route` attaches to listener `l` of `gw` through parentRef `p`.
-pub fn attaches_via(
+pub(super) fn attaches_via(
     store: &Store<'_>,
     route: &UdpRoute,
     p: &ParentRef,
@@ -44,7 +44,7 @@ pub fn attaches_via(
 }
 
 /// Whether `route` attaches to listener `l` of `gw` through any of its parentRefs.
-pub fn attaches(store: &Store<'_>, route: &UdpRoute, gw: &Gateway, l: &Listener) -> bool {
+pub(super) fn attaches(store: &Store<'_>, route: &UdpRoute, gw: &Gateway, l: &Listener) -> bool {
     !store.is_masked(route)
         && route
             .spec
@@ -55,7 +55,7 @@ pub fn attaches(store: &Store<'_>, route: &UdpRoute, gw: &Gateway, l: &Listener)
 
 /// The routes attached to a listener, sorted by `ns/name`, each once (upstream lists a
 /// route once per matching parentRef, duplicates included).
-pub fn routes_for<'a>(store: &Store<'a>, gw: &Gateway, l: &Listener) -> Vec<&'a UdpRoute> {
+pub(super) fn routes_for<'a>(store: &Store<'a>, gw: &Gateway, l: &Listener) -> Vec<&'a UdpRoute> {
     store
         .routes
         .iter()
@@ -90,7 +90,7 @@ fn namespace_allowed(store: &Store<'_>, route: &UdpRoute, gw: &Gateway, l: &List
 
 /// Label selector semantics of Kubernetes; `Err` for an invalid selector (unknown operator,
 /// values where none are allowed), which matches nothing.
-pub fn matches_selector(
+pub(super) fn matches_selector(
     sel: &LabelSelector,
     labels: &BTreeMap<String, String>,
 ) -> Result<bool, String> {

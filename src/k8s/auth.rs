@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{AdminConfig, AuthConfig, AuthType, DEFAULT_LOGLEVEL, DEFAULT_REALM};
+use crate::config::{
+    AdminConfig, AuthConfig, AuthType, DEFAULT_LOGLEVEL, DEFAULT_REALM, UserCredential,
+};
 
-use super::objects::{Dataplane, GatewayConfig};
+use super::objects::{Dataplane, GatewayConfig, Secret};
 use super::schema::offload_engine;
 use super::store::{Store, key};
 use super::{DEFAULT_ADMIN_NAME, Mode};
@@ -18,7 +20,7 @@ pub const ERR_EXTERNAL_AUTH: &str = "missing or invalid external authentication 
 
 /// The admin section. In managed mode the Dataplane contributes the metrics and health-check
 /// endpoints and the offload settings; the name is set by the caller per Gateway.
-pub fn render_admin(gc: &GatewayConfig, dp: Option<&Dataplane>, mode: Mode) -> AdminConfig {
+pub(super) fn render_admin(gc: &GatewayConfig, dp: Option<&Dataplane>, mode: Mode) -> AdminConfig {
     let loglevel = gc
         .spec
         .log_level
@@ -59,7 +61,7 @@ pub fn render_admin(gc: &GatewayConfig, dp: Option<&Dataplane>, mode: Mode) -> A
 
 /// The auth section, or the (critical) error that invalidates the Gateway or class. The
 /// error text starts with the spec's wording and adds what exactly is missing.
-pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, String> {
+pub(super) fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, String> {
     let realm = gc
         .spec
         .realm
@@ -67,6 +69,7 @@ pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, 
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| DEFAULT_REALM.to_string());
     let mut creds = BTreeMap::new();
+    let (mut secrets, mut users) = (None, None);
     let auth_type;
     if let Some(r) = &gc.spec.auth_ref {
         // External auth: inline fields, including authType, are ignored entirely (seed:
@@ -99,25 +102,39 @@ pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, 
             .ok_or_else(|| format!("{ERR_AUTH_TYPE}: {t:?} in key `type` of Secret {id}"))?;
         match auth_type {
             AuthType::Static => {
-                let (Some(u), Some(p)) = (secret.get_str("username"), secret.get_str("password"))
-                else {
-                    return Err(format!(
-                        "{ERR_STATIC_CREDS}: Secret {id} needs the keys `username` and `password`"
-                    ));
-                };
-                creds.insert("username".to_string(), u);
-                creds.insert("password".to_string(), p);
+                let pair = (secret.get_str("username"), secret.get_str("password"));
+                let extra = extra_users(secret, &id, pair.0.as_deref())?;
+                match pair {
+                    (Some(u), Some(p)) => {
+                        creds.insert("username".to_string(), u);
+                        creds.insert("password".to_string(), p);
+                    }
+                    (None, None) if !extra.is_empty() => {}
+                    _ => {
+                        return Err(format!(
+                            "{ERR_STATIC_CREDS}: Secret {id} needs the keys `username` and `password`"
+                        ));
+                    }
+                }
+                users = (!extra.is_empty()).then_some(extra);
             }
             AuthType::Ephemeral => {
-                let Some(s) = secret
+                let primary = secret
                     .get_str("secret")
-                    .or_else(|| secret.get_str("sharedSecret"))
-                else {
-                    return Err(format!(
-                        "{ERR_EPHEMERAL_SECRET}: Secret {id} needs the key `secret` (or `sharedSecret`)"
-                    ));
-                };
-                creds.insert("secret".to_string(), s);
+                    .or_else(|| secret.get_str("sharedSecret"));
+                let extra = extra_secrets(secret, &id, primary.as_deref())?;
+                match primary {
+                    Some(s) => {
+                        creds.insert("secret".to_string(), s);
+                    }
+                    None if !extra.is_empty() => {}
+                    None => {
+                        return Err(format!(
+                            "{ERR_EPHEMERAL_SECRET}: Secret {id} needs the key `secret` (or `sharedSecret`)"
+                        ));
+                    }
+                }
+                secrets = (!extra.is_empty()).then_some(extra);
             }
             AuthType::None => {}
         }
@@ -145,15 +162,89 @@ pub fn render_auth(store: &Store<'_>, gc: &GatewayConfig) -> Result<AuthConfig, 
             AuthType::None => {}
         }
     }
-    Ok(AuthConfig {
-        auth_type,
-        realm,
-        credentials: creds,
-    })
+    let mut auth = AuthConfig::new(auth_type, realm, creds);
+    auth.secrets = secrets;
+    auth.users = users;
+    Ok(auth)
+}
+
+/// Our extension: the additional shared secrets of an auth Secret, under the keys
+/// `secret.<id>` in key order, each once and not repeating `primary`. An empty value is an
+/// error naming its key (an empty shared secret lets anyone sign credentials).
+fn extra_secrets(secret: &Secret, id: &str, primary: Option<&str>) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in secret.keys() {
+        if extension_id(k, "secret").is_none() {
+            continue;
+        }
+        let v = secret.get_str(k).unwrap_or_default();
+        if v.is_empty() {
+            return Err(format!(
+                "{ERR_EPHEMERAL_SECRET}: key `{k}` of Secret {id} is empty"
+            ));
+        }
+        if primary != Some(v.as_str()) && !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Our extension: the additional static users of an auth Secret, one per `username.<id>`
+/// key with its `password.<id>`, in key order. A half pair, an empty value or a user name
+/// given twice (`username` included) is an error naming the keys.
+fn extra_users(
+    secret: &Secret,
+    id: &str,
+    primary: Option<&str>,
+) -> Result<Vec<UserCredential>, String> {
+    let mut out: Vec<(String, UserCredential)> = Vec::new();
+    for k in secret.keys() {
+        if let Some(x) = extension_id(k, "password") {
+            if secret.get(&format!("username.{x}")).is_none() {
+                return Err(format!(
+                    "{ERR_STATIC_CREDS}: Secret {id} has `{k}` without `username.{x}`"
+                ));
+            }
+        }
+        let Some(x) = extension_id(k, "username") else {
+            continue;
+        };
+        let pk = format!("password.{x}");
+        let (Some(username), Some(password)) = (secret.get_str(k), secret.get_str(&pk)) else {
+            return Err(format!(
+                "{ERR_STATIC_CREDS}: Secret {id} has `{k}` without `{pk}`"
+            ));
+        };
+        if username.is_empty() || password.is_empty() {
+            return Err(format!(
+                "{ERR_STATIC_CREDS}: key `{k}` or `{pk}` of Secret {id} is empty"
+            ));
+        }
+        if primary == Some(username.as_str()) {
+            return Err(format!(
+                "{ERR_STATIC_CREDS}: Secret {id} names user {username:?} in `username` and `{k}`"
+            ));
+        }
+        if let Some((first, _)) = out.iter().find(|(_, u)| u.username == username) {
+            return Err(format!(
+                "{ERR_STATIC_CREDS}: Secret {id} names user {username:?} in `{first}` and `{k}`"
+            ));
+        }
+        out.push((k.to_string(), UserCredential { username, password }));
+    }
+    Ok(out.into_iter().map(|(_, u)| u).collect())
+}
+
+/// `<id>` of an extension key `<base>.<id>` (non-empty id).
+fn extension_id<'k>(key: &'k str, base: &str) -> Option<&'k str> {
+    key.strip_prefix(base)?
+        .strip_prefix('.')
+        .filter(|id| !id.is_empty())
 }
 
 /// The operator's auth type aliases (spec 2.6), case-sensitive like upstream.
-pub fn auth_alias(s: &str) -> Option<AuthType> {
+pub(super) fn auth_alias(s: &str) -> Option<AuthType> {
     match s {
         "static" | "plaintext" => Some(AuthType::Static),
         "ephemeral" | "timewindowed" | "longterm" => Some(AuthType::Ephemeral),

@@ -11,12 +11,12 @@ use super::objects::{BackendRef, UdpRoute};
 use super::status::BackendOutcome;
 use super::store::{Store, key};
 
-pub const STUNNER_GROUP: &str = "stunner.l7mp.io";
+pub(super) const STUNNER_GROUP: &str = "stunner.l7mp.io";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Why a backend could not be (fully) used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendErrorKind {
+pub(super) enum BackendErrorKind {
     InvalidGroup,
     InvalidKind,
     /// Neither endpoints nor a ClusterIP (or a missing StaticService).
@@ -32,20 +32,20 @@ pub enum BackendErrorKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendError {
+pub(super) struct BackendError {
     pub kind: BackendErrorKind,
     pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterResult {
+pub(super) struct ClusterResult {
     pub cluster: Option<ClusterConfig>,
     pub errors: Vec<BackendError>,
 }
 
 impl ClusterResult {
     /// The route's ResolvedRefs outcome: the last error decides, as upstream.
-    pub fn outcome(&self) -> BackendOutcome {
+    pub(super) fn outcome(&self) -> BackendOutcome {
         match self.errors.last().map(|e| e.kind) {
             None => BackendOutcome::Resolved,
             Some(BackendErrorKind::InvalidGroup | BackendErrorKind::InvalidKind) => {
@@ -56,7 +56,7 @@ impl ClusterResult {
     }
 
     /// All error messages, joined, for status messages.
-    pub fn detail(&self) -> String {
+    pub(super) fn detail(&self) -> String {
         self.errors
             .iter()
             .map(|e| e.message.as_str())
@@ -66,7 +66,7 @@ impl ClusterResult {
 }
 
 /// Render the cluster of `route`.
-pub fn render_cluster(store: &Store<'_>, route: &UdpRoute, opts: &Options) -> ClusterResult {
+pub(super) fn render_cluster(store: &Store<'_>, route: &UdpRoute, opts: &Options) -> ClusterResult {
     let route_ns = &route.metadata.namespace;
     let name = format!("{route_ns}/{}", route.metadata.name);
     let mut errors = Vec::new();

@@ -15,7 +15,7 @@ use super::{
 
 /// Gateway labels that belong to deployment tooling and must not be copied onto the
 /// Deployment, or the tool would think it owns it (spec 1, the operator's default filter).
-pub const LABEL_FILTER: [&str; 6] = [
+pub(super) const LABEL_FILTER: [&str; 6] = [
     "applyset.kubernetes.io/part-of",
     "applyset.k8s.io/part-of",
     "app.kubernetes.io/managed-by",
@@ -24,7 +24,7 @@ pub const LABEL_FILTER: [&str; 6] = [
     "kustomize.toolkit.fluxcd.io/namespace",
 ];
 
-pub const DEFAULT_IMAGE: &str = "l7mp/stunnerd:latest";
+pub(super) const DEFAULT_IMAGE: &str = "l7mp/stunnerd:latest";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -103,7 +103,7 @@ impl DeploymentObject {
 
 /// Build the Deployment for `gw` from Dataplane `dp`. `cds` is the config origin URL the
 /// pods are pointed at (`STUNNER_CONFIG_ORIGIN`).
-pub fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentObject {
+pub(super) fn render_deployment(gw: &Gateway, dp: &Dataplane, cds: &str) -> DeploymentObject {
     let (ns, name) = (&gw.metadata.namespace, &gw.metadata.name);
     let s = &dp.spec;
     let mandatory = [

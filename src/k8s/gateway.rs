@@ -40,7 +40,7 @@ struct GatewayPart {
 }
 
 impl Renderer<'_, '_> {
-    pub fn managed_gateway(&mut self, ctx: ClassCtx<'_>, gw: &Gateway) {
+    pub(super) fn managed_gateway(&mut self, ctx: ClassCtx<'_>, gw: &Gateway) {
         let id = gw.metadata.key();
         let mut admin = render_admin(ctx.gc, ctx.dp, Mode::Managed);
         admin.name = id.clone();
@@ -90,7 +90,7 @@ impl Renderer<'_, '_> {
 
     /// Legacy mode: one config for all Gateways of the class. `Err` when the class must be
     /// invalidated (its Gateways are invalidated here already).
-    pub fn legacy_class(
+    pub(super) fn legacy_class(
         &mut self,
         ctx: ClassCtx<'_>,
         class: &GatewayClass,
@@ -315,7 +315,7 @@ impl Renderer<'_, '_> {
 
     /// The Gateway cannot be rendered: Accepted=False, every listener pending, no config,
     /// Service or Deployment (spec 2.4, invalidation).
-    pub fn invalidate(&mut self, gw: &Gateway, err: &str) {
+    pub(super) fn invalidate(&mut self, gw: &Gateway, err: &str) {
         let g = gw.metadata.generation;
         self.out.findings.push(Finding::new(
             Severity::Error,

@@ -11,19 +11,19 @@ use super::store::{Store, key};
 /// A listener's protocol: `TURN-UDP`, `TURN-TCP`, `TURN-TLS`, `TURN-DTLS` or the short `UDP`,
 /// `TCP`, `TLS`, `DTLS`, in any case. Upstream treats lower-case short names as different,
 /// cert-less protocols that never conflict; users expect `udp` to mean TURN-UDP.
-pub fn parse_protocol(s: &str) -> Option<ListenerProtocol> {
+pub(super) fn parse_protocol(s: &str) -> Option<ListenerProtocol> {
     ListenerProtocol::parse(s)
 }
 
 /// The Service protocol carrying a listener: UDP for TURN-UDP/DTLS, TCP for TURN-TCP/TLS.
-pub fn service_protocol(p: ListenerProtocol) -> &'static str {
+pub(super) fn service_protocol(p: ListenerProtocol) -> &'static str {
     if p.is_datagram() { "UDP" } else { "TCP" }
 }
 
 /// For each listener in spec order: whether an earlier listener already holds its port in the
 /// same transport family (UDP: TURN-UDP/DTLS, TCP: TURN-TCP/TLS). The first one wins even if
 /// it later fails to render; unknown protocols neither hold nor conflict.
-pub fn conflicts(listeners: &[Listener]) -> Vec<bool> {
+pub(super) fn conflicts(listeners: &[Listener]) -> Vec<bool> {
     let mut held: Vec<(&'static str, i64)> = Vec::new();
     listeners
         .iter()
@@ -47,7 +47,7 @@ pub fn conflicts(listeners: &[Listener]) -> Vec<bool> {
 /// is found. Unlike upstream, a TLS listener without `tls`, with no certificateRefs or in
 /// Passthrough mode is refused here: rendering it cert-less would make stunnerd reject the
 /// whole config, taking the Gateway's other listeners down with it.
-pub fn resolve_tls(
+pub(super) fn resolve_tls(
     store: &Store<'_>,
     gw: &Gateway,
     l: &Listener,

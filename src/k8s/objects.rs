@@ -388,6 +388,19 @@ impl Secret {
         self.data.get(key).map(|b| b.0.clone())
     }
 
+    /// Every key of `data` and `stringData`, sorted, each once.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .data
+            .keys()
+            .chain(self.string_data.keys())
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     /// Like [`get`](Self::get), as (lossy) UTF-8: credentials are text.
     pub fn get_str(&self, key: &str) -> Option<String> {
         self.get(key)

@@ -13,10 +13,10 @@ use ipnet::IpNet;
 use super::objects::{Dataplane, Gateway, GatewayConfig, Object, StaticService, UdpRoute};
 
 /// One violation: field path and the rule it breaks.
-pub type Violation = (String, String);
+pub(super) type Violation = (String, String);
 
 /// All violations of one object (empty when it is valid).
-pub fn check(obj: &Object) -> Vec<Violation> {
+pub(super) fn check(obj: &Object) -> Vec<Violation> {
     let mut v = Vec::new();
     match obj {
         Object::GatewayConfig(o) => gateway_config(o, &mut v),
@@ -33,7 +33,7 @@ pub fn check(obj: &Object) -> Vec<Violation> {
 }
 
 /// The inline authType values the CRD admits (`none` is only valid inside an auth Secret).
-pub const AUTH_TYPES: [&str; 5] = [
+pub(super) const AUTH_TYPES: [&str; 5] = [
     "plaintext",
     "static",
     "longterm",
@@ -88,7 +88,7 @@ fn gateway_config(o: &GatewayConfig, v: &mut Vec<Violation>) {
 
 /// Realm: dot-separated labels of `[a-z0-9-]`, each starting and ending alphanumeric. The
 /// seed states the per-label rule; the default `stunner.l7mp.io` shows dots are allowed.
-pub fn is_realm(s: &str) -> bool {
+pub(super) fn is_realm(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|label| {
             let b = label.as_bytes();
@@ -255,7 +255,7 @@ fn dataplane(o: &Dataplane, v: &mut Vec<Violation>) {
 }
 
 /// Offload engine names, case-insensitive, normalised (spec 2.5).
-pub fn offload_engine(s: &str) -> Option<&'static str> {
+pub(super) fn offload_engine(s: &str) -> Option<&'static str> {
     ["None", "XDP", "TC", "Auto"]
         .into_iter()
         .find(|m| m.eq_ignore_ascii_case(s))

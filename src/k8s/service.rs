@@ -11,13 +11,13 @@ use super::{
     Finding, GATEWAY_NAME_LABEL, GATEWAY_NAMESPACE_LABEL, Mode, OWNED_BY_LABEL, OWNER_ANNOTATION,
 };
 
-pub const SERVICE_TYPE_ANN: &str = "stunner.l7mp.io/service-type";
-pub const MIXED_PROTOCOL_ANN: &str = "stunner.l7mp.io/enable-mixed-protocol-lb";
-pub const TRAFFIC_POLICY_ANN: &str = "stunner.l7mp.io/external-traffic-policy";
-pub const NODEPORT_ANN: &str = "stunner.l7mp.io/nodeport";
-pub const TARGETPORT_ANN: &str = "stunner.l7mp.io/targetport";
-pub const NO_HEALTH_EXPOSE_ANN: &str = "stunner.l7mp.io/disable-health-check-expose";
-pub const NO_AFFINITY_ANN: &str = "stunner.l7mp.io/disable-session-affinity";
+pub(super) const SERVICE_TYPE_ANN: &str = "stunner.l7mp.io/service-type";
+pub(super) const MIXED_PROTOCOL_ANN: &str = "stunner.l7mp.io/enable-mixed-protocol-lb";
+pub(super) const TRAFFIC_POLICY_ANN: &str = "stunner.l7mp.io/external-traffic-policy";
+pub(super) const NODEPORT_ANN: &str = "stunner.l7mp.io/nodeport";
+pub(super) const TARGETPORT_ANN: &str = "stunner.l7mp.io/targetport";
+pub(super) const NO_HEALTH_EXPOSE_ANN: &str = "stunner.l7mp.io/disable-health-check-expose";
+pub(super) const NO_AFFINITY_ANN: &str = "stunner.l7mp.io/disable-session-affinity";
 /// `kubectl apply` bookkeeping: copying it from the Gateway would make the Service claim to
 /// have been applied as the Gateway's JSON.
 const LAST_APPLIED_ANN: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -57,7 +57,7 @@ pub struct OwnerRefOut {
 /// The ownerReference making a derived object garbage-collected with its Gateway. Only
 /// when the Gateway has a UID: one read from a manifest has none until it is created, and
 /// the API server refuses an ownerReference without one.
-pub fn gateway_owner(gw: &Gateway) -> Vec<OwnerRefOut> {
+pub(super) fn gateway_owner(gw: &Gateway) -> Vec<OwnerRefOut> {
     owner(
         "gateway.networking.k8s.io/v1",
         "Gateway",
@@ -67,7 +67,7 @@ pub fn gateway_owner(gw: &Gateway) -> Vec<OwnerRefOut> {
 }
 
 /// An ownerReference list: one entry, or none when `uid` is unknown.
-pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> Vec<OwnerRefOut> {
+pub(super) fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> Vec<OwnerRefOut> {
     if uid.is_empty() {
         return Vec::new();
     }
@@ -114,7 +114,7 @@ pub struct ServicePortOut {
 }
 
 /// A listener as the Service sees it.
-pub struct PortSpec<'a> {
+pub(super) struct PortSpec<'a> {
     pub name: &'a str,
     pub port: i64,
     /// `UDP` or `TCP`; `None` for an unsupported protocol (left out).
@@ -126,14 +126,14 @@ pub struct PortSpec<'a> {
 
 /// The Service, and the listener-name -> target port map of the targetport annotation (the
 /// listener's stunnerd port follows it).
-pub struct ServiceResult {
+pub(super) struct ServiceResult {
     pub service: Option<ServiceObject>,
     pub target_ports: BTreeMap<String, i64>,
 }
 
 /// The annotations requested for a Gateway's Service: GatewayConfig
 /// `loadBalancerServiceAnnotations`, overridden by the Gateway's own, then the owner key.
-pub fn merged_annotations(
+pub(super) fn merged_annotations(
     gw: &Gateway,
     gc_annotations: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
@@ -144,7 +144,7 @@ pub fn merged_annotations(
     a
 }
 
-pub fn render_service(
+pub(super) fn render_service(
     gw: &Gateway,
     gc_annotations: &BTreeMap<String, String>,
     existing: Option<&Service>,

@@ -65,7 +65,7 @@ impl StatusObject {
 }
 
 /// Find a condition by type.
-pub fn find<'a>(conds: &'a [Condition], ctype: &str) -> Option<&'a Condition> {
+pub(super) fn find<'a>(conds: &'a [Condition], ctype: &str) -> Option<&'a Condition> {
     conds.iter().find(|c| c.condition_type == ctype)
 }
 
@@ -124,7 +124,7 @@ pub struct ClassStatus {
     pub conditions: Vec<Condition>,
 }
 
-pub fn class_accepted(generation: i64) -> ClassStatus {
+pub(super) fn class_accepted(generation: i64) -> ClassStatus {
     ClassStatus {
         conditions: vec![Condition::new(
             "Accepted",
@@ -136,7 +136,7 @@ pub fn class_accepted(generation: i64) -> ClassStatus {
     }
 }
 
-pub fn class_invalid(err: &str, generation: i64) -> ClassStatus {
+pub(super) fn class_invalid(err: &str, generation: i64) -> ClassStatus {
     ClassStatus {
         conditions: vec![Condition::new(
             "Accepted",
@@ -192,7 +192,7 @@ pub struct RouteGroupKind {
 
 /// What happened to one listener, which decides its status (spec 3.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenerOutcome {
+pub(super) enum ListenerOutcome {
     Rendered {
         routes: usize,
     },
@@ -213,7 +213,11 @@ pub enum ListenerOutcome {
     Pending,
 }
 
-pub fn listener_status(name: &str, outcome: &ListenerOutcome, generation: i64) -> ListenerStatus {
+pub(super) fn listener_status(
+    name: &str,
+    outcome: &ListenerOutcome,
+    generation: i64,
+) -> ListenerStatus {
     let c = |t: &str, s: bool, r: &str, m: &str| Condition::new(t, s, r, m, generation);
     let accepted = c("Accepted", true, "Accepted", "listener accepted");
     let no_conflict = c(
@@ -307,7 +311,7 @@ pub fn listener_status(name: &str, outcome: &ListenerOutcome, generation: i64) -
 }
 
 /// Gateway conditions after a successful render (spec 3.2).
-pub fn gateway_conditions(all_have_address: bool, generation: i64) -> Vec<Condition> {
+pub(super) fn gateway_conditions(all_have_address: bool, generation: i64) -> Vec<Condition> {
     let accepted = Condition::new(
         "Accepted",
         true,
@@ -336,7 +340,7 @@ pub fn gateway_conditions(all_have_address: bool, generation: i64) -> Vec<Condit
 }
 
 /// Gateway conditions when the Gateway (or its class) was invalidated with `err`.
-pub fn gateway_invalid_conditions(err: &str, generation: i64) -> Vec<Condition> {
+pub(super) fn gateway_invalid_conditions(err: &str, generation: i64) -> Vec<Condition> {
     vec![
         Condition::new("Accepted", false, "Pending", err, generation),
         Condition::new(
@@ -408,7 +412,7 @@ pub struct ParentRefOut {
 
 /// How a parentRef fared (spec 3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParentOutcome {
+pub(super) enum ParentOutcome {
     Masked,
     Accepted,
     NotAllowed,
@@ -417,13 +421,17 @@ pub enum ParentOutcome {
 
 /// How the route's backends fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendOutcome {
+pub(super) enum BackendOutcome {
     Resolved,
     InvalidKind,
     NotFound,
 }
 
-pub fn route_parent_condition(outcome: ParentOutcome, id: &str, generation: i64) -> Condition {
+pub(super) fn route_parent_condition(
+    outcome: ParentOutcome,
+    id: &str,
+    generation: i64,
+) -> Condition {
     let c = |s: bool, r: &str, m: String| Condition::new("Accepted", s, r, m, generation);
     match outcome {
         ParentOutcome::Masked => c(
@@ -445,7 +453,7 @@ pub fn route_parent_condition(outcome: ParentOutcome, id: &str, generation: i64)
     }
 }
 
-pub fn route_resolved_condition(
+pub(super) fn route_resolved_condition(
     outcome: BackendOutcome,
     detail: &str,
     generation: i64,

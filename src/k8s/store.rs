@@ -43,7 +43,7 @@ pub(crate) struct Store<'a> {
 }
 
 impl<'a> Store<'a> {
-    pub fn new(objects: &'a [Object], findings: &mut Vec<Finding>) -> Store<'a> {
+    pub(super) fn new(objects: &'a [Object], findings: &mut Vec<Finding>) -> Store<'a> {
         let mut s = Store::default();
         let mut seen: BTreeSet<String> = BTreeSet::new();
         // Later definitions win, as with `kubectl apply` of several files; say so, because a
@@ -139,7 +139,7 @@ impl<'a> Store<'a> {
     }
 
     /// A v1alpha2 route with the `ns/name` of a v1 route is masked (spec 2.8).
-    pub fn is_masked(&self, r: &UdpRoute) -> bool {
+    pub(super) fn is_masked(&self, r: &UdpRoute) -> bool {
         r.version == RouteVersion::V1Alpha2
             && self
                 .v1_routes
@@ -147,7 +147,7 @@ impl<'a> Store<'a> {
     }
 
     /// Why `Kind ns/name` is missing: rejected by the schema checks, or simply absent.
-    pub fn why_missing(&self, kind: &str, id: &str) -> String {
+    pub(super) fn why_missing(&self, kind: &str, id: &str) -> String {
         match self.rejected.get(&format!("{kind} {id}")) {
             Some(reason) => format!("{kind} {id} is invalid ({reason})"),
             None => format!("{kind} {id} not found"),

@@ -15,16 +15,16 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 /// Resolution period.
-pub const PERIOD: Duration = Duration::from_secs(5);
+pub(super) const PERIOD: Duration = Duration::from_secs(5);
 /// Bound on one lookup, so one dead name cannot stall the others past a period.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The last good answer per name, shared with the reconciler.
 #[derive(Clone, Default)]
-pub struct Answers(Arc<Mutex<HashMap<String, Vec<IpAddr>>>>);
+pub(super) struct Answers(Arc<Mutex<HashMap<String, Vec<IpAddr>>>>);
 
 impl Answers {
-    pub fn get(&self) -> HashMap<String, Vec<IpAddr>> {
+    pub(super) fn get(&self) -> HashMap<String, Vec<IpAddr>> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -49,7 +49,7 @@ impl Answers {
 }
 
 /// Resolve `names` until told to stop; poke `changed` when an answer changes.
-pub async fn run(
+pub(super) async fn run(
     mut names: watch::Receiver<Vec<String>>,
     answers: Answers,
     changed: mpsc::Sender<()>,

@@ -21,12 +21,12 @@ use super::dns::Answers;
 use crate::admin::{self, AdminState, ReloadResult, Server};
 use crate::config::StunnerConfig;
 use crate::log::LogHandle;
-use crate::snapshot::diff::diff;
+use crate::snapshot::diff::{Plan, diff, listener_changes};
 use crate::snapshot::{Snapshot, Store};
 use crate::source::SourceEvent;
 use crate::transport::pool::{Workers, check_bindable};
 
-pub struct Reconciler {
+pub(super) struct Reconciler {
     pub store: Store,
     pub admin: Arc<AdminState>,
     pub workers: Option<Arc<Workers>>,
@@ -46,7 +46,7 @@ pub struct Reconciler {
 }
 
 /// `admin.loglevel` replaced by the CLI spec, as upstream does before reconciling.
-pub fn with_cli_loglevel(mut cfg: StunnerConfig, cli_spec: Option<&str>) -> StunnerConfig {
+pub(super) fn with_cli_loglevel(mut cfg: StunnerConfig, cli_spec: Option<&str>) -> StunnerConfig {
     if let Some(spec) = cli_spec {
         cfg.admin.loglevel = spec.to_string();
     }
@@ -57,7 +57,7 @@ impl Reconciler {
     /// Apply configs and DNS answers until told to stop. Returns itself: the admin servers
     /// it owns must keep answering (`/ready` 503, `/metrics`) through the drain, so the
     /// caller holds them until exit.
-    pub async fn run(
+    pub(super) async fn run(
         mut self,
         mut events: mpsc::Receiver<SourceEvent>,
         mut dns: mpsc::Receiver<()>,
@@ -88,7 +88,7 @@ impl Reconciler {
     }
 
     /// Start serving on the admin servers bound at boot.
-    pub fn start_servers(&mut self) {
+    pub(super) fn start_servers(&mut self) {
         for s in [&mut self.health, &mut self.metrics].into_iter().flatten() {
             s.start();
         }
@@ -103,8 +103,23 @@ impl Reconciler {
         );
     }
 
+    /// Make `next` the running snapshot, and have the workers apply its listener changes
+    /// (decided here, once, by [`listener_changes`]).
+    fn publish(&self, next: Snapshot) {
+        let next = Arc::new(next);
+        let old = self.store.swap_arc(next.clone());
+        if let Some(w) = &self.workers {
+            let changes = listener_changes(Some(&old), &next);
+            super::listeners::log_changes(&old, &next, &changes);
+            w.apply(Plan {
+                snap: next,
+                changes,
+            });
+        }
+    }
+
     /// Reconcile one config from the source.
-    pub async fn apply(&mut self, cfg: StunnerConfig) {
+    pub(super) async fn apply(&mut self, cfg: StunnerConfig) {
         if self.watch_mode && cfg.is_zero() {
             info!(target: "reconciler", "ignoring delete configuration update");
             self.admin.count_reload(ReloadResult::IgnoredDelete);
@@ -136,10 +151,7 @@ impl Reconciler {
         let changes = diff(&cur, &next);
         let ready_candidate = !next.config.is_zero_ignoring_loglevel();
         let loglevel = next.config.admin.loglevel.clone();
-        self.store.swap(next);
-        if let Some(w) = &self.workers {
-            w.nudge();
-        }
+        self.publish(next);
         if let Some(mut h) = health {
             h.start();
             self.health = h.into_inner();
@@ -168,7 +180,7 @@ impl Reconciler {
     /// Mark ready once every worker runs `generation` (its listeners bound), waiting at
     /// most [`super::BIND_WAIT`]: a worker that is slow to report must not keep a working
     /// config unready forever.
-    pub async fn become_ready(&self, generation: u64) {
+    pub(super) async fn become_ready(&self, generation: u64) {
         if self.admin.is_ready() || self.admin.is_terminating() {
             return;
         }
@@ -212,7 +224,7 @@ impl Reconciler {
     }
 
     /// Tell the certificate watch which files to follow.
-    pub fn publish_cert_files(&self) {
+    pub(super) fn publish_cert_files(&self) {
         let snap = self.store.load();
         let mut files: Vec<PathBuf> = snap
             .listeners
@@ -235,7 +247,7 @@ impl Reconciler {
     /// config's snapshot) and, if any TURN-TLS/DTLS listener's material changed, publish
     /// the new snapshot. Workers hot-swap the certificate of those listeners only; every
     /// listener keeps its sockets and allocations.
-    pub fn refresh_certs(&mut self) {
+    pub(super) fn refresh_certs(&mut self) {
         let cur = self.store.load();
         let mut next = match Snapshot::build(cur.config.clone(), cur.generation + 1) {
             Ok(s) => s,
@@ -276,10 +288,7 @@ impl Reconciler {
             n.dns_ips = o.dns_ips.clone();
         }
         let generation = next.generation;
-        self.store.swap(next);
-        if let Some(w) = &self.workers {
-            w.nudge();
-        }
+        self.publish(next);
         if !changed.is_empty() {
             info!(
                 target: "reconciler",
@@ -289,7 +298,7 @@ impl Reconciler {
     }
 
     /// Tell the resolver which names to watch.
-    pub fn publish_dns_names(&self) {
+    pub(super) fn publish_dns_names(&self) {
         let snap = self.store.load();
         let mut names: Vec<String> = snap
             .clusters
@@ -346,17 +355,14 @@ impl Reconciler {
             info!(target: "dns-resolver", "cluster {}: STRICT_DNS endpoints now {:?}", c.name, c.dns_ips);
         }
         let generation = next.generation;
-        self.store.swap(next);
-        if let Some(w) = &self.workers {
-            w.nudge();
-        }
+        self.publish(next);
         self.admin.count_reload(ReloadResult::DnsUpdate);
         debug!(target: "reconciler", "generation {generation}: DNS answers updated");
     }
 }
 
 /// A replacement admin server: `Slot(None)` disables it.
-pub struct Slot(Option<Server>);
+pub(super) struct Slot(Option<Server>);
 
 impl Slot {
     fn start(&mut self) {

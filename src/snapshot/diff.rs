@@ -1,12 +1,66 @@
-//! What changed between two snapshots, for the reconcile log line.
-//!
-//! Workers decide restart-vs-keep by themselves from [`Listener::signature`]; this only
-//! names the outcome so an operator can read, for each config, which listeners restarted
-//! (dropping their allocations) and which were updated in place.
+//! What changed between two snapshots: the listener changes the workers apply (decided
+//! here, once, from [`super::Listener::signature`]) and the reconcile log line, so an operator
+//! can read, for each config, which listeners restarted (dropping their allocations) and
+//! which were updated in place.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::Snapshot;
+
+/// What the workers do with one listener's sockets on a new snapshot. Listeners not named
+/// keep their sockets and allocations and follow the new snapshot's routes in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerChange {
+    /// New: bind its sockets.
+    Start(Arc<str>),
+    /// Gone: close its sockets, connections and allocations.
+    Stop(Arc<str>),
+    /// Socket identity changed (protocol, address, port, certificate, realm): close, then
+    /// bind anew.
+    Restart(Arc<str>),
+    /// Same identity, new certificate material (a file named by path was replaced): new
+    /// connections get the new certificate, established ones keep theirs.
+    Certificate(Arc<str>),
+}
+
+/// A new snapshot and the listener changes the workers apply to follow it.
+pub struct Plan {
+    pub snap: Arc<Snapshot>,
+    pub changes: Vec<ListenerChange>,
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan")
+            .field("generation", &self.snap.generation)
+            .field("changes", &self.changes)
+            .finish()
+    }
+}
+
+/// The listener changes from `old` to `new` (`old` None: every listener starts).
+pub fn listener_changes(old: Option<&Snapshot>, new: &Snapshot) -> Vec<ListenerChange> {
+    let mut out = Vec::new();
+    for l in &new.listeners {
+        match old.and_then(|o| o.listener(&l.name)) {
+            None => out.push(ListenerChange::Start(l.name.clone())),
+            Some((_, o)) if o.signature != l.signature => {
+                out.push(ListenerChange::Restart(l.name.clone()))
+            }
+            Some((_, o)) if o.pem_digest != l.pem_digest => {
+                out.push(ListenerChange::Certificate(l.name.clone()))
+            }
+            Some(_) => {}
+        }
+    }
+    for l in old.map(|o| o.listeners.as_slice()).unwrap_or_default() {
+        if new.listener(&l.name).is_none() {
+            out.push(ListenerChange::Stop(l.name.clone()));
+        }
+    }
+    out
+}
 
 /// Listener and cluster changes by name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -129,5 +183,34 @@ mod tests {
         assert_eq!(d.listeners_restarted, vec!["udp".to_string()]);
         assert!(d.to_string().contains("listeners restarted: [udp]"));
         assert!(diff(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn listener_changes_name_what_workers_do() {
+        let old = snapshot_with_clusters(&[("a", &["10.0.0.1"])]);
+        assert!(listener_changes(Some(&old), &old).is_empty());
+        assert_eq!(
+            listener_changes(None, &old),
+            vec![ListenerChange::Start("udp".into())]
+        );
+        let mut cfg = old.config.clone();
+        cfg.listeners[0].routes.clear();
+        let routes_only = Snapshot::build(cfg.clone(), 2).expect("build");
+        assert!(listener_changes(Some(&old), &routes_only).is_empty());
+        cfg.listeners[0].port += 1;
+        let moved = Snapshot::build(cfg.clone(), 3).expect("build");
+        assert_eq!(
+            listener_changes(Some(&old), &moved),
+            vec![ListenerChange::Restart("udp".into())]
+        );
+        cfg.listeners[0].name = "other".into();
+        let renamed = Snapshot::build(cfg, 4).expect("build");
+        assert_eq!(
+            listener_changes(Some(&old), &renamed),
+            vec![
+                ListenerChange::Start("other".into()),
+                ListenerChange::Stop("udp".into())
+            ]
+        );
     }
 }

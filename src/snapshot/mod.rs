@@ -39,21 +39,46 @@ pub struct Snapshot {
 
 /// Credentials in the form the auth code needs them.
 pub enum Auth {
-    /// One username, with the long-term key MD5(username:realm:password) precomputed.
-    Static { username: String, key: [u8; 16] },
-    /// TURN REST API shared secret.
-    Ephemeral { secret: Vec<u8> },
+    /// The static users (`credentials.username`/`password` and the `credentials.users`
+    /// extension), each with its long-term key MD5(username:realm:password) precomputed.
+    /// User names are unique (validation).
+    Static { users: Vec<StaticUser> },
+    /// The TURN REST API shared secrets (`credentials.secret` and the `credentials.secrets`
+    /// extension), each once; any of them signs a valid credential.
+    Ephemeral { secrets: Vec<Vec<u8>> },
     /// STUN only: TURN requests cannot authenticate.
     None,
+}
+
+/// One static user with its long-term key.
+pub struct StaticUser {
+    pub username: String,
+    pub key: [u8; 16],
+}
+
+impl Auth {
+    /// The key of static user `username`, if there is one.
+    pub fn static_key(&self, username: &str) -> Option<&[u8; 16]> {
+        match self {
+            Auth::Static { users } => users
+                .iter()
+                .find(|u| u.username == username)
+                .map(|u| &u.key),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Auth::Static { username, .. } => {
-                write!(f, "Static {{ username: {username:?}, key: <SECRET> }}")
+            Auth::Static { users } => {
+                let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+                write!(f, "Static {{ users: {names:?}, keys: <SECRET> }}")
             }
-            Auth::Ephemeral { .. } => write!(f, "Ephemeral {{ secret: <SECRET> }}"),
+            Auth::Ephemeral { secrets } => {
+                write!(f, "Ephemeral {{ secrets: <{} SECRET(S)> }}", secrets.len())
+            }
             Auth::None => write!(f, "None"),
         }
     }
@@ -112,23 +137,25 @@ impl Snapshot {
     /// Compile a validated config.
     pub fn build(config: StunnerConfig, generation: u64) -> Result<Snapshot, String> {
         let realm = config.auth.realm.clone();
-        let creds = &config.auth.credentials;
         let auth = match config.auth.auth_type {
-            AuthType::Static => {
-                let username = creds.get("username").cloned().unwrap_or_default();
-                let password = creds
-                    .get("password")
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                let key = long_term_key(&username, &realm, password);
-                Auth::Static { username, key }
-            }
+            AuthType::Static => Auth::Static {
+                users: config
+                    .auth
+                    .static_users()
+                    .into_iter()
+                    .map(|(username, password)| StaticUser {
+                        username: username.to_string(),
+                        key: long_term_key(username, &realm, password),
+                    })
+                    .collect(),
+            },
             AuthType::Ephemeral => Auth::Ephemeral {
-                secret: creds
-                    .get("secret")
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_bytes(),
+                secrets: config
+                    .auth
+                    .ephemeral_secrets()
+                    .into_iter()
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
             },
             AuthType::None => Auth::None,
         };
@@ -272,6 +299,11 @@ impl Store {
         self.current.swap(Arc::new(next))
     }
 
+    /// Publish `next`, shared, returning the snapshot it replaced.
+    pub fn swap_arc(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.current.swap(next)
+    }
+
     pub fn cache(&self) -> SnapshotCache {
         arc_swap::Cache::new(Arc::clone(&self.current))
     }
@@ -286,14 +318,14 @@ pub mod testing {
     /// A snapshot with one TURN-UDP listener on 127.0.0.1 routed to every given cluster.
     pub fn snapshot_with_clusters(clusters: &[(&str, &[&str])]) -> Snapshot {
         let mut cfg = zero_config("test/test");
-        cfg.auth = AuthConfig {
-            auth_type: AuthType::Static,
-            realm: "stunner.l7mp.io".into(),
-            credentials: [("username", "user"), ("password", "pass")]
+        cfg.auth = AuthConfig::new(
+            AuthType::Static,
+            "stunner.l7mp.io",
+            [("username", "user"), ("password", "pass")]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
+        );
         cfg.clusters = clusters
             .iter()
             .map(|(name, eps)| ClusterConfig {

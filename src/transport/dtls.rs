@@ -25,38 +25,37 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foreign_types::ForeignTypeRef;
 use hmac::{Hmac, Mac};
 use mio::net::UdpSocket as MioUdp;
-use mio::{Interest, Token};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslStream,
     SslVersion,
 };
+use rustc_hash::FxHashMap;
 use sha2::Sha256;
 use tracing::debug;
 
+use super::core::{Core, Io, apply, canonical_client, for_socket};
+use super::sockopt;
 use super::stats::ListenerCounters;
-use super::udp::Worker;
-use super::{canonical_client, for_socket};
 use crate::snapshot::tls::{PemPair, openssl_pair};
-use crate::snapshot::{ListenerIdx, Snapshot};
-use crate::turn::{ClientCtx, ClientOutput, FiveTuple, Now, TransportId};
+use crate::snapshot::{Listener, Snapshot};
+use crate::turn::{ClientCtx, Now, TransportId};
 
-/// Tokens of DTLS listener sockets start here (below the stream connection tokens).
-pub const DTLS_LISTENER_BASE: usize = 1 << 18;
-/// Transport ids of DTLS sessions start here.
-pub const DTLS_SESSION_BASE: usize = 1 << 22;
 /// Sessions per worker that passed the cookie exchange but have not finished the handshake;
 /// at the bound the oldest gives way to a new one.
 pub const MAX_HALF_OPEN: usize = 256;
 /// Established sessions per worker.
-const MAX_SESSIONS: usize = 64 * 1024;
+pub const MAX_SESSIONS: usize = 64 * 1024;
 /// Time a session past the cookie has to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,7 +73,7 @@ mod ffi {
 
     /// OpenSSL's opaque `BIO_ADDR` (openssl-sys declares it only for OpenSSL >= 3.2).
     #[repr(C)]
-    pub struct BioAddr {
+    pub(super) struct BioAddr {
         _opaque: [u8; 0],
     }
 
@@ -85,9 +84,9 @@ mod ffi {
         /// SSL, sets the handshake up to continue at message sequence 1 and returns 1.
         /// `client` must be a valid BIO_ADDR: it is cleared on success when the BIO cannot
         /// tell the peer (ours cannot; we know the address ourselves).
-        pub fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut BioAddr) -> c_int;
-        pub fn BIO_ADDR_new() -> *mut BioAddr;
-        pub fn BIO_ADDR_free(a: *mut BioAddr);
+        pub(super) fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut BioAddr) -> c_int;
+        pub(super) fn BIO_ADDR_new() -> *mut BioAddr;
+        pub(super) fn BIO_ADDR_free(a: *mut BioAddr);
     }
 
     /// `SSL_ctrl` commands behind the `DTLSv1_get_timeout` and `DTLSv1_handle_timeout`
@@ -97,15 +96,16 @@ mod ffi {
     /// reports less than 15 ms left as 0). HANDLE_TIMEOUT returns 0 when the timer has not
     /// expired, 1 when it resent the last flight (and restarted the timer, doubled), or <0
     /// when the handshake failed (too many resends).
-    pub const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
-    pub const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
+    pub(super) const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
+    pub(super) const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
 }
 
 /// A TURN-DTLS listener socket of one worker.
-pub(super) struct DtlsListener {
-    pub(super) name: Arc<str>,
-    pub(super) signature: u64,
-    socket: MioUdp,
+pub struct DtlsListener {
+    pub name: Arc<str>,
+    pub signature: u64,
+    /// Shared with the sessions, which send their records from it.
+    socket: Arc<MioUdp>,
     v6: bool,
     ctx: SslContext,
     /// Digest of the certificate material `ctx` was made from.
@@ -113,34 +113,42 @@ pub(super) struct DtlsListener {
     /// The reusable SSL object that answers cookie-less hellos (made on first use, and again
     /// each time one becomes a session).
     listen: Option<SslStream<Datagrams>>,
-    pub(super) counters: ListenerCounters,
+    /// This socket's sessions (their endpoint keys) by client address.
+    pub sessions: FxHashMap<SocketAddr, usize>,
+    pub counters: ListenerCounters,
 }
 
-/// One client's DTLS session.
-pub(super) struct Session {
-    listener: usize,
-    client: SocketAddr,
+/// One client's DTLS session: an endpoint without a socket of its own (its datagrams come
+/// through its listener socket).
+pub struct DtlsSession {
+    /// Key of its listener socket.
+    pub listener: usize,
+    pub client: SocketAddr,
+    socket: Arc<MioUdp>,
+    v6: bool,
     stream: SslStream<Datagrams>,
-    established: bool,
-    deadline: Instant,
+    pub established: bool,
+    pub deadline: Instant,
     /// While in the handshake: when openssl's retransmission timer expires (None when it
     /// does not run).
     timer: Option<Instant>,
+    /// This session's traffic, added to its listener's when it closes.
+    pub counters: ListenerCounters,
 }
 
 /// A worker's DTLS retransmission timers: its sessions still in the handshake (exactly
 /// those not yet established, at most [`MAX_HALF_OPEN`]), and the earliest time one of
 /// their timers expires.
 #[derive(Default)]
-pub(super) struct DtlsTimers {
-    handshaking: Vec<usize>,
-    next: Option<Instant>,
+pub struct DtlsTimers {
+    pub handshaking: Vec<usize>,
+    pub next: Option<Instant>,
 }
 
 impl DtlsTimers {
     /// The earliest time a handshake's retransmission timer expires, for the worker's
     /// poll timeout.
-    pub(super) fn next(&self) -> Option<Instant> {
+    pub fn next(&self) -> Option<Instant> {
         self.next
     }
 
@@ -150,14 +158,14 @@ impl DtlsTimers {
         }
     }
 
-    fn forget(&mut self, id: usize) {
-        self.handshaking.retain(|&h| h != id);
+    pub fn forget(&mut self, key: usize) {
+        self.handshaking.retain(|&h| h != key);
     }
 }
 
 /// The BIO under a session: whole datagrams in, whole datagrams out.
 #[derive(Default)]
-pub(super) struct Datagrams {
+pub struct Datagrams {
     incoming: VecDeque<Vec<u8>>,
     outgoing: Vec<Vec<u8>>,
 }
@@ -367,16 +375,10 @@ pub fn dtls_context(pem: &PemPair) -> Result<SslContext, String> {
     Ok(b.build())
 }
 
-impl Worker {
-    /// Bind this worker's sockets for a TURN-DTLS listener.
-    pub(super) fn bind_dtls_listener(
-        &mut self,
-        snap: &Snapshot,
-        idx: ListenerIdx,
-    ) -> io::Result<()> {
-        let Some(l) = snap.listeners.get(idx) else {
-            return Ok(());
-        };
+impl DtlsListener {
+    /// The sockets of a TURN-DTLS listener. A certificate that does not load is an
+    /// `InvalidInput` error: this listener stays down, the rest of the config runs.
+    pub fn bind(l: &Listener) -> io::Result<Vec<DtlsListener>> {
         let ctx = match &l.dtls {
             Some(Ok(pem)) => dtls_context(pem),
             Some(Err(e)) => Err(e.clone()),
@@ -391,252 +393,181 @@ impl Worker {
                 ),
             )
         })?;
-        let socks = super::sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
+        let socks = sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
             )
         })?;
+        let mut out = Vec::with_capacity(socks.len());
         for std_sock in socks {
             let v6 = std_sock.local_addr()?.is_ipv6();
-            let mut socket = MioUdp::from_std(std_sock);
-            let slot = super::free_slot(&mut self.dtls_listeners);
-            self.poll.registry().register(
-                &mut socket,
-                Token(DTLS_LISTENER_BASE + slot),
-                Interest::READABLE,
-            )?;
-            self.dtls_listeners[slot] = Some(DtlsListener {
+            out.push(DtlsListener {
                 name: l.name.clone(),
                 signature: l.signature,
-                socket,
+                socket: Arc::new(MioUdp::from_std(std_sock)),
                 v6,
                 ctx: ctx.clone(),
                 pem_digest: l.pem_digest,
                 listen: None,
+                sessions: FxHashMap::default(),
                 counters: ListenerCounters {
                     name: l.name.clone(),
-                    protocol: l.protocol.as_str(),
+                    protocol: l.protocol,
                     ..ListenerCounters::default()
                 },
             });
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// Hot-swap the certificate of every kept TURN-DTLS listener socket whose certificate
-    /// material changed: new sessions get the new certificate (the stateless listen object
-    /// is remade from the new context), established ones keep theirs. A certificate that no
-    /// longer loads is not swapped in.
-    pub(super) fn refresh_dtls_certs(&mut self, snap: &Snapshot) {
-        for l in self.dtls_listeners.iter_mut().flatten() {
-            let Some((_, n)) = snap.listener(&l.name) else {
-                continue;
-            };
-            if n.pem_digest == l.pem_digest {
-                continue;
-            }
-            l.pem_digest = n.pem_digest;
-            let ctx = match &n.dtls {
-                Some(Ok(pem)) => dtls_context(pem),
-                Some(Err(e)) => Err(e.clone()),
-                None => continue,
-            };
-            match ctx {
-                Ok(ctx) => {
-                    l.ctx = ctx;
-                    l.listen = None;
-                    debug!(target: "listener", "worker {}: listener {}: new certificate for new sessions", self.index, l.name);
-                }
-                Err(e) => {
-                    debug!(target: "listener", "worker {}: listener {}: new DTLS certificate does not load ({e}); keeping the old one", self.index, l.name);
-                }
-            }
-        }
+    pub fn register(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
     }
 
-    pub(super) fn close_dtls_listener(&mut self, slot: usize) {
-        let Some(mut l) = self.dtls_listeners.get_mut(slot).and_then(Option::take) else {
+    pub fn deregister(&mut self, registry: &Registry) {
+        let fd = self.socket.as_raw_fd();
+        let _ = registry.deregister(&mut SourceFd(&fd));
+    }
+
+    /// Hot-swap the certificate when its material changed: new sessions get the new
+    /// certificate (the stateless listen object is remade from the new context),
+    /// established ones keep theirs. A certificate that no longer loads is not swapped in.
+    pub fn refresh_cert(&mut self, l: &Listener, worker: usize) {
+        if l.pem_digest == self.pem_digest {
             return;
+        }
+        self.pem_digest = l.pem_digest;
+        let ctx = match &l.dtls {
+            Some(Ok(pem)) => dtls_context(pem),
+            Some(Err(e)) => Err(e.clone()),
+            None => return,
         };
-        let _ = self.poll.registry().deregister(&mut l.socket);
-        for id in 0..self.sessions.len() {
-            if self.sessions[id]
-                .as_ref()
-                .is_some_and(|s| s.listener == slot)
-            {
-                self.close_session(id);
+        match ctx {
+            Ok(ctx) => {
+                self.ctx = ctx;
+                self.listen = None;
+                debug!(target: "listener", "worker {worker}: listener {}: new certificate for new sessions", self.name);
+            }
+            Err(e) => {
+                debug!(target: "listener", "worker {worker}: listener {}: new DTLS certificate does not load ({e}); keeping the old one", self.name);
             }
         }
     }
 
-    /// Handle datagrams on a DTLS listener socket; true if more may wait.
-    pub(super) fn drain_dtls(&mut self, now: Now, snap: &Snapshot, slot: usize) -> bool {
-        let mut buf = [0u8; 4096];
-        for _ in 0..64 {
-            let Some(Some(l)) = self.dtls_listeners.get_mut(slot) else {
-                return false;
-            };
-            let (n, from) = match l.socket.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => return false,
-            };
-            l.counters.rx_packets += 1;
-            l.counters.rx_bytes += n as u64;
-            let client = canonical_client(from);
-            let id = match self.session_of(slot, client) {
-                Some(id) => id,
-                None => match self.listen(now, slot, client, &buf[..n]) {
-                    Some(id) => id,
-                    None => continue,
-                },
-            };
-            if let Some(Some(s)) = self.sessions.get_mut(id) {
-                let queue = &mut s.stream.get_mut().incoming;
-                if queue.len() < MAX_QUEUED {
-                    queue.push_back(buf[..n].to_vec());
-                }
-            }
-            self.pump_session(now, snap, id);
-        }
-        true
-    }
-
-    fn session_of(&self, slot: usize, client: SocketAddr) -> Option<usize> {
-        // The table is keyed by address in `session_index`.
-        self.session_index
-            .get(&(slot, client))
-            .copied()
-            .filter(|&id| self.sessions.get(id).is_some_and(Option::is_some))
+    /// Read one datagram: its length and its sender, or None when none waits.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let (n, from) = self.socket.recv_from(buf).ok()?;
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += n as u64;
+        Some((n, canonical_client(from)))
     }
 
     /// A datagram from an address without a session: the stateless cookie exchange. Sends
     /// the HelloVerifyRequest (if any) and returns None, or, for a ClientHello with a valid
-    /// cookie, the id of the new session (its datagram already consumed: pump it).
-    fn listen(
+    /// cookie, the new session (its datagram already consumed: pump it). `key` is this
+    /// socket's endpoint key.
+    pub fn listen(
         &mut self,
         now: Now,
-        slot: usize,
+        key: usize,
         client: SocketAddr,
         datagram: &[u8],
-    ) -> Option<usize> {
-        let l = self.dtls_listeners.get_mut(slot)?.as_mut()?;
-        if l.listen.is_none() {
-            l.listen = listen_stream(&l.ctx);
+    ) -> Option<DtlsSession> {
+        if self.listen.is_none() {
+            self.listen = listen_stream(&self.ctx);
         }
-        let stream = l.listen.as_mut()?;
+        let stream = self.listen.as_mut()?;
         let verified = listen_once(stream, client, datagram);
         let answer = std::mem::take(&mut stream.get_mut().outgoing);
         for d in answer {
-            match l.socket.send_to(&d, for_socket(client, l.v6)) {
+            match self.socket.send_to(&d, for_socket(client, self.v6)) {
                 Ok(_) => {
-                    l.counters.tx_packets += 1;
-                    l.counters.tx_bytes += d.len() as u64;
+                    self.counters.tx_packets += 1;
+                    self.counters.tx_bytes += d.len() as u64;
                 }
-                Err(_) => l.counters.tx_drops += 1,
+                Err(_) => self.counters.tx_drops += 1,
             }
         }
         if !verified {
             return None;
         }
-        let id = self.new_session(now, slot, client);
-        if id.is_none() {
-            debug!(target: "listener", "DTLS: no session for {client}");
-        }
-        id
-    }
-
-    /// Turn the listen object of `slot`, which just verified `client`'s cookie, into its
-    /// session; a fresh listen object is made on the next unknown datagram.
-    fn new_session(&mut self, now: Now, slot: usize, client: SocketAddr) -> Option<usize> {
-        if self.session_index.len() >= MAX_SESSIONS {
-            return None;
-        }
-        // At the bound, the oldest handshake gives way. Getting here takes a round trip from
-        // the client's address, so spoofed sources cannot fill the table; a real client,
-        // which finishes within a few round trips, gets through.
-        if self.half_open_sessions() >= MAX_HALF_OPEN {
-            let oldest = self
-                .dtls_timers
-                .handshaking
-                .iter()
-                .filter_map(|&i| Some((self.sessions.get(i)?.as_ref()?.deadline, i)))
-                .min()
-                .map(|(_, i)| i)?;
-            self.close_session(oldest);
-        }
-        let l = self.dtls_listeners.get_mut(slot)?.as_mut()?;
-        let mut stream = l.listen.take()?;
+        let mut stream = self.listen.take()?;
         // DTLSv1_listen cleared the SSL object, MTU included.
         ssl_mut(&mut stream)
             .set_mtu(MTU)
             .map_err(|e| debug!(target: "listener", "DTLS: set MTU: {e}"))
             .ok()?;
-        l.counters.handshakes += 1;
-        let id = super::free_slot(&mut self.sessions);
-        self.sessions[id] = Some(Session {
-            listener: slot,
+        Some(DtlsSession {
+            listener: key,
             client,
+            socket: self.socket.clone(),
+            v6: self.v6,
             stream,
             established: false,
             deadline: now.mono + HANDSHAKE_TIMEOUT,
             timer: None,
-        });
-        self.session_index.insert((slot, client), id);
-        self.dtls_timers.handshaking.push(id);
-        Some(id)
+            counters: ListenerCounters {
+                name: self.name.clone(),
+                protocol: self.counters.protocol,
+                handshakes: 1,
+                ..ListenerCounters::default()
+            },
+        })
+    }
+}
+
+impl DtlsSession {
+    /// Queue a datagram from the client for openssl (bounded; the excess is dropped, as
+    /// the network would).
+    pub fn input(&mut self, datagram: &[u8]) {
+        let queue = &mut self.stream.get_mut().incoming;
+        if queue.len() < MAX_QUEUED {
+            queue.push_back(datagram.to_vec());
+        }
     }
 
-    /// Drive a session: handshake, then read records and hand them to the core; send
-    /// whatever openssl produced.
-    fn pump_session(&mut self, now: Now, snap: &Snapshot, id: usize) {
+    /// Drive the session: handshake, then read records and hand them to the core; send
+    /// whatever openssl produced. `key` is this session's transport id. Returns false when
+    /// the session must close.
+    pub fn pump(
+        &mut self,
+        key: usize,
+        now: Now,
+        snap: &Snapshot,
+        core: &mut Core,
+        io: &mut impl Io,
+        timers: &mut DtlsTimers,
+    ) -> bool {
         let mut keep = true;
-        let Worker {
-            sessions,
-            dtls_listeners,
-            dtls_timers,
-            server,
-            relays,
-            scratch,
-            ..
-        } = self;
-        let Some(Some(s)) = sessions.get_mut(id) else {
-            return;
-        };
-        if !s.established {
-            match s.stream.do_handshake() {
+        if !self.established {
+            match self.stream.do_handshake() {
                 Ok(()) => {
-                    s.established = true;
-                    s.deadline = now.mono + IDLE_TIMEOUT;
-                    s.timer = None;
-                    dtls_timers.forget(id);
-                    if let Some(Some(l)) = dtls_listeners.get_mut(s.listener) {
-                        l.counters.handshakes = l.counters.handshakes.saturating_sub(1);
-                        l.counters.connections += 1;
-                        l.counters.connections_total += 1;
-                    }
+                    self.established = true;
+                    self.deadline = now.mono + IDLE_TIMEOUT;
+                    self.timer = None;
+                    timers.forget(key);
+                    self.counters.handshakes = 0;
+                    self.counters.connections = 1;
+                    self.counters.connections_total = 1;
                 }
                 Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
                     // A flight sent (or resent) just now (re)started the timer.
-                    s.timer = dtls_timeout(&s.stream).map(|left| now.mono + left);
-                    dtls_timers.arm(s.timer);
+                    self.timer = dtls_timeout(&self.stream).map(|left| now.mono + left);
+                    timers.arm(self.timer);
                 }
                 Err(e) => {
-                    debug!(target: "listener", "DTLS handshake with {} failed: {e}", s.client);
+                    debug!(target: "listener", "DTLS handshake with {} failed: {e}", self.client);
                     keep = false;
                 }
             }
         }
-        if keep && s.established {
-            let name = dtls_listeners
-                .get(s.listener)
-                .and_then(Option::as_ref)
-                .map(|l| l.name.clone());
-            let listener_idx = name.and_then(|n| snap.listener(&n).map(|(i, _)| i));
+        if keep && self.established {
+            let listener_idx = snap.listener(&self.counters.name).map(|(i, _)| i);
             let mut record = [0u8; 4096];
             for _ in 0..MAX_QUEUED {
-                let n = match s.stream.ssl_read(&mut record) {
+                let n = match self.stream.ssl_read(&mut record) {
                     Ok(0) => {
                         keep = false;
                         break;
@@ -652,158 +583,77 @@ impl Worker {
                     keep = false;
                     break;
                 };
-                s.deadline = now.mono + IDLE_TIMEOUT;
+                self.deadline = now.mono + IDLE_TIMEOUT;
                 let ctx = ClientCtx {
-                    transport: TransportId((DTLS_SESSION_BASE + id) as u32),
+                    transport: TransportId(key as u32),
                     listener,
-                    client: s.client,
+                    client: self.client,
                     stream: false,
                 };
-                match server.handle_client(now, snap, ctx, &record[..n], scratch, relays) {
-                    ClientOutput::Drop(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
-                    ClientOutput::Reply(len) => {
-                        let _ = s.stream.ssl_write(&scratch[..len]);
-                    }
-                    ClientOutput::Forward {
-                        relay,
-                        peer,
-                        payload,
-                    } => relays.send_now(relay, payload, peer),
-                }
+                let answer =
+                    core.server
+                        .handle_client(now, snap, ctx, &record[..n], &mut core.scratch, io);
+                let (stream, scratch) = (&mut self.stream, &core.scratch);
+                apply(answer, io, |len| {
+                    let _ = stream.ssl_write(&scratch[..len]);
+                });
             }
         }
-        Self::send_pending(dtls_listeners, s);
-        if !keep {
-            self.close_session(id);
-        }
+        self.send_pending();
+        keep
     }
 
-    fn send_pending(listeners: &mut [Option<DtlsListener>], s: &mut Session) {
-        let out = std::mem::take(&mut s.stream.get_mut().outgoing);
-        let Some(Some(l)) = listeners.get_mut(s.listener) else {
-            return;
-        };
+    fn send_pending(&mut self) {
+        let out = std::mem::take(&mut self.stream.get_mut().outgoing);
         for d in out {
-            match l.socket.send_to(&d, for_socket(s.client, l.v6)) {
+            match self.socket.send_to(&d, for_socket(self.client, self.v6)) {
                 Ok(_) => {
-                    l.counters.tx_packets += 1;
-                    l.counters.tx_bytes += d.len() as u64;
+                    self.counters.tx_packets += 1;
+                    self.counters.tx_bytes += d.len() as u64;
                 }
-                Err(_) => l.counters.tx_drops += 1,
+                Err(_) => self.counters.tx_drops += 1,
             }
         }
     }
 
-    /// Relayed bytes for a DTLS client.
-    pub(super) fn send_to_session(&mut self, transport: TransportId, bytes: &[u8]) {
-        let id = transport.0 as usize - DTLS_SESSION_BASE;
-        let Worker {
-            sessions,
-            dtls_listeners,
-            ..
-        } = self;
-        let Some(Some(s)) = sessions.get_mut(id) else {
-            return;
-        };
-        if s.established && s.stream.ssl_write(bytes).is_ok() {
-            Self::send_pending(dtls_listeners, s);
+    /// Relayed bytes, or a message of the core, for the client.
+    pub fn send(&mut self, bytes: &[u8]) {
+        if self.established && self.stream.ssl_write(bytes).is_ok() {
+            self.send_pending();
         }
     }
 
-    /// Resend the lost flights of handshakes whose DTLS retransmission timer expired, once
-    /// the earliest of the timers is due (the worker loop calls this every iteration: it is
-    /// one comparison until then).
-    pub(super) fn run_dtls_timers(&mut self, now: Now) {
-        if self.dtls_timers.next.is_some_and(|t| t <= now.mono) {
-            self.retransmit_flights(now);
-        }
-    }
-
-    /// Run the retransmission timer of every session in the handshake whose timer expired,
-    /// send what it resent, and find the next expiry.
-    fn retransmit_flights(&mut self, now: Now) {
-        let Worker {
-            sessions,
-            dtls_listeners,
-            dtls_timers,
-            ..
-        } = self;
-        let mut next = None;
-        let mut failed = Vec::new();
-        for &id in &dtls_timers.handshaking {
-            let Some(Some(s)) = sessions.get_mut(id) else {
-                continue;
-            };
-            if s.timer.is_some_and(|t| t <= now.mono) {
-                match drive_timer(&mut s.stream, now.mono) {
-                    Ok(at) => s.timer = at,
-                    Err(()) => {
-                        debug!(target: "listener", "DTLS handshake with {}: no answer to resent flights", s.client);
-                        failed.push(id);
-                        continue;
-                    }
+    /// Run the retransmission timer if it expired: resend the lost flight. Returns false
+    /// when openssl gave up on the handshake.
+    pub fn retransmit(&mut self, now: Now) -> bool {
+        if self.timer.is_some_and(|t| t <= now.mono) {
+            match drive_timer(&mut self.stream, now.mono) {
+                Ok(at) => self.timer = at,
+                Err(()) => {
+                    debug!(target: "listener", "DTLS handshake with {}: no answer to resent flights", self.client);
+                    return false;
                 }
-                Self::send_pending(dtls_listeners, s);
             }
-            if let Some(t) = s.timer {
-                next = Some(next.map_or(t, |n: Instant| n.min(t)));
-            }
+            self.send_pending();
         }
-        dtls_timers.next = next;
-        for id in failed {
-            self.close_session(id);
-        }
+        true
     }
 
-    /// Time out handshakes, and idle sessions without an allocation (once a second). Lost
-    /// handshake flights are resent by [`Self::run_dtls_timers`] when a session's DTLS
-    /// retransmission timer expires; this sweep runs the timers as well, as a backstop.
-    pub(super) fn expire_sessions(&mut self, now: Now) {
-        self.retransmit_flights(now);
-        for id in 0..self.sessions.len() {
-            let Some(s) = &self.sessions[id] else {
-                continue;
-            };
-            if s.deadline > now.mono {
-                continue;
-            }
-            let five = FiveTuple {
-                transport: TransportId((DTLS_SESSION_BASE + id) as u32),
-                client: s.client,
-            };
-            if s.established && self.server.has_allocation(five) {
-                continue;
-            }
-            self.close_session(id);
-        }
+    /// When the retransmission timer expires next.
+    pub fn timer(&self) -> Option<Instant> {
+        self.timer
     }
 
-    pub(super) fn close_session(&mut self, id: usize) {
-        let Some(mut s) = self.sessions.get_mut(id).and_then(Option::take) else {
-            return;
-        };
-        self.session_index.remove(&(s.listener, s.client));
-        if !s.established {
-            self.dtls_timers.forget(id);
+    /// Close: an established session says goodbye. Returns the counters to add to the
+    /// listener's.
+    pub fn close(mut self) -> ListenerCounters {
+        if self.established {
+            let _ = self.stream.shutdown();
+            self.send_pending();
         }
-        if s.established {
-            let _ = s.stream.shutdown();
-            Self::send_pending(&mut self.dtls_listeners, &mut s);
-            if let Some(Some(l)) = self.dtls_listeners.get_mut(s.listener) {
-                l.counters.connections = l.counters.connections.saturating_sub(1);
-            }
-        } else if let Some(Some(l)) = self.dtls_listeners.get_mut(s.listener) {
-            l.counters.handshakes = l.counters.handshakes.saturating_sub(1);
-        }
-        self.server.close_transport(
-            TransportId((DTLS_SESSION_BASE + id) as u32),
-            &mut self.relays,
-        );
-    }
-
-    /// Sessions past the cookie exchange still in the handshake (for tests and figures).
-    pub fn half_open_sessions(&self) -> usize {
-        self.dtls_timers.handshaking.len()
+        self.counters.connections = 0;
+        self.counters.handshakes = 0;
+        self.counters
     }
 }
 

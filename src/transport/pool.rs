@@ -6,21 +6,22 @@ use std::thread::JoinHandle;
 use super::relay::Reservations;
 use super::sockopt;
 use super::stats::{StatsSlot, WorkerReport, sum};
-use super::udp::{self, Control};
+use super::worker::{self, Control};
 use crate::config::ListenerProtocol;
+use crate::snapshot::diff::Plan;
 use crate::snapshot::{Snapshot, Store};
 use crate::turn::Server;
 use crate::turn::auth::NonceKey;
 
-/// Running workers. Each follows the store's current snapshot by itself: listeners are
-/// bound, restarted or closed in every worker when a new generation appears.
+/// Running workers. Each reads the store's current snapshot for every packet; listeners are
+/// bound, restarted or closed in every worker as the reconciler's [`Plan`] says.
 pub struct Workers {
     threads: Vec<WorkerThread>,
 }
 
 struct WorkerThread {
     control: mpsc::Sender<Control>,
-    handle: udp::Handle,
+    handle: worker::Handle,
     thread: JoinHandle<()>,
 }
 
@@ -29,14 +30,14 @@ impl Workers {
     pub fn start(store: &Store, n: usize) -> Result<Workers, String> {
         let snap = store.load();
         check_bindable(None, &snap)?;
-        let nonces = NonceKey::random();
+        let nonces = NonceKey::from_bytes(rand::random());
         let reservations = Reservations::new();
         let mut threads = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
             let (tx, rx) = mpsc::channel();
             let server = Server::new(nonces.clone());
             let (worker, handle) =
-                udp::Worker::new(i, &snap, store.cache(), server, rx, reservations.clone())
+                worker::Worker::new(i, &snap, store.cache(), server, rx, reservations.clone())
                     .map_err(|e| e.to_string())?;
             let thread = std::thread::Builder::new()
                 .name(format!("udp-worker-{i}"))
@@ -66,12 +67,23 @@ impl Workers {
         sum(&reports)
     }
 
-    /// Wake every worker, so a new snapshot is picked up at once rather than within the
-    /// workers' longest sleep.
-    pub fn nudge(&self) {
+    /// Have every worker apply the listener changes of a new snapshot (which the store
+    /// already holds), at once.
+    pub fn apply(&self, plan: Plan) {
+        let plan = Arc::new(plan);
         for t in &self.threads {
+            let _ = t.control.send(Control::Apply(plan.clone()));
             let _ = t.handle.waker.wake();
         }
+    }
+
+    /// Each worker's control channel and waker, for the admin session list and kill
+    /// switch (messages wait in the channel until the wakeup; the packet path never looks).
+    pub fn controls(&self) -> Vec<(mpsc::Sender<Control>, Arc<mio::Waker>)> {
+        self.threads
+            .iter()
+            .map(|t| (t.control.clone(), t.handle.waker.clone()))
+            .collect()
     }
 
     /// Stop every worker and wait for it; closes all sockets.

@@ -4,16 +4,18 @@
 //! worker copies them into its [`StatsSlot`]; the admin side sums the slots of all workers at
 //! scrape time. No label formatting, no atomics and no locks per packet.
 
+use std::ops::AddAssign;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::turn::Stats;
+use crate::config::ListenerProtocol;
+use crate::turn::{ClusterTraffic, Stats};
 
 /// Traffic counters of one listener socket (or all connections of a stream listener) of
 /// one worker.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerCounters {
     pub name: Arc<str>,
-    pub protocol: &'static str,
+    pub protocol: ListenerProtocol,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -34,10 +36,7 @@ pub struct ListenerCounters {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterCounters {
     pub name: Arc<str>,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
+    pub traffic: ClusterTraffic,
 }
 
 /// What one worker last published.
@@ -82,54 +81,64 @@ impl StatsSlot {
     }
 }
 
+/// Counters that add up by name: a listener's sockets and connections within a worker,
+/// and the workers' reports at scrape time, are summed by this one rule.
+pub trait Named: Clone + for<'a> AddAssign<&'a Self> {
+    fn name(&self) -> &str;
+}
+
+impl Named for ListenerCounters {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for ClusterCounters {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Add `item` to the entry of the same name in `into`, or append it.
+pub fn merge<T: Named>(into: &mut Vec<T>, item: &T) {
+    match into.iter_mut().find(|t| t.name() == item.name()) {
+        Some(t) => *t += item,
+        None => into.push(item.clone()),
+    }
+}
+
+impl AddAssign<&ListenerCounters> for ListenerCounters {
+    fn add_assign(&mut self, o: &ListenerCounters) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.connections += o.connections;
+        self.connections_total += o.connections_total;
+        self.kernel_rx_drops += o.kernel_rx_drops;
+        self.tx_drops += o.tx_drops;
+        self.handshakes += o.handshakes;
+    }
+}
+
+impl AddAssign<&ClusterCounters> for ClusterCounters {
+    fn add_assign(&mut self, o: &ClusterCounters) {
+        self.traffic += &o.traffic;
+    }
+}
+
 /// The sum over workers: listener and cluster counters merged by name.
 pub fn sum(reports: &[WorkerReport]) -> WorkerReport {
     let mut total = WorkerReport::default();
     for r in reports {
         total.allocations += r.allocations;
         total.generation = total.generation.max(r.generation);
-        let c = &mut total.core;
-        let s = &r.core;
-        c.allocations_created += s.allocations_created;
-        c.allocations_deleted += s.allocations_deleted;
-        c.allocations_expired += s.allocations_expired;
-        c.auth_challenges += s.auth_challenges;
-        c.auth_failures += s.auth_failures;
-        c.stale_nonces += s.stale_nonces;
-        c.error_responses += s.error_responses;
-        c.to_peer_packets += s.to_peer_packets;
-        c.to_peer_bytes += s.to_peer_bytes;
-        c.to_client_packets += s.to_client_packets;
-        c.to_client_bytes += s.to_client_bytes;
-        for (a, b) in c.drops.iter_mut().zip(s.drops) {
-            *a += b;
-        }
+        total.core += &r.core;
         for l in &r.listeners {
-            match total.listeners.iter_mut().find(|t| t.name == l.name) {
-                Some(t) => {
-                    t.rx_packets += l.rx_packets;
-                    t.rx_bytes += l.rx_bytes;
-                    t.tx_packets += l.tx_packets;
-                    t.tx_bytes += l.tx_bytes;
-                    t.connections += l.connections;
-                    t.connections_total += l.connections_total;
-                    t.kernel_rx_drops += l.kernel_rx_drops;
-                    t.tx_drops += l.tx_drops;
-                    t.handshakes += l.handshakes;
-                }
-                None => total.listeners.push(l.clone()),
-            }
+            merge(&mut total.listeners, l);
         }
-        for cl in &r.clusters {
-            match total.clusters.iter_mut().find(|t| t.name == cl.name) {
-                Some(t) => {
-                    t.rx_packets += cl.rx_packets;
-                    t.rx_bytes += cl.rx_bytes;
-                    t.tx_packets += cl.tx_packets;
-                    t.tx_bytes += cl.tx_bytes;
-                }
-                None => total.clusters.push(cl.clone()),
-            }
+        for c in &r.clusters {
+            merge(&mut total.clusters, c);
         }
     }
     total

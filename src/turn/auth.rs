@@ -1,10 +1,16 @@
 //! Long-term credentials (RFC 8489 section 9.2) with static and TURN REST (ephemeral)
 //! users, and stateless nonces.
 //!
+//! Ephemeral auth accepts a credential signed by any of the configured shared secrets, and
+//! an allocation keeps the credential it was created with ([`HeldCredential`]): after a
+//! rotation removes the secret that signed it, that allocation's own requests still
+//! authenticate until the credential's expiry, while new allocations with it are refused.
+//!
 //! Nothing here keeps per-client state: a nonce is `hex(timestamp || HMAC-SHA256(key,
 //! timestamp || client address)[..12])` under a per-process key, so a server verifies it
 //! from the request alone, it is bound to the client's address, and it expires.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -15,6 +21,7 @@ use sha2::Sha256;
 
 use crate::snapshot::{Auth, Snapshot, long_term_key};
 use crate::stun::{Message, attr};
+use crate::turn::TurnError;
 
 /// How long a nonce stays valid.
 pub const NONCE_LIFETIME_SECS: u64 = 3600;
@@ -26,10 +33,6 @@ pub const NONCE_LEN: usize = 32;
 pub struct NonceKey([u8; 32]);
 
 impl NonceKey {
-    pub fn random() -> NonceKey {
-        NonceKey(rand::random())
-    }
-
     pub fn from_bytes(b: [u8; 32]) -> NonceKey {
         NonceKey(b)
     }
@@ -108,9 +111,45 @@ fn unhex(c: u8) -> Option<u8> {
 pub struct Authenticated {
     user: Arc<str>,
     key: [u8; 16],
+    /// A TURN REST (ephemeral) credential.
+    ephemeral: bool,
+}
+
+/// The ephemeral credential an allocation was created with: the full REST username and its
+/// long-term key. Once the secret that signed it is rotated out of the config, requests on
+/// that allocation with exactly this credential still authenticate, until the expiry in
+/// the username.
+#[derive(Clone)]
+pub struct HeldCredential {
+    username: Box<str>,
+    key: [u8; 16],
+}
+
+impl fmt::Debug for HeldCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "HeldCredential {{ username: {:?}, key: <SECRET> }}",
+            self.username
+        )
+    }
 }
 
 impl Authenticated {
+    /// The credential to keep with an allocation this request creates: `Some` for an
+    /// ephemeral credential (static users are checked against the live config only, so
+    /// removing one revokes it).
+    pub fn held_credential(&self, msg: &Message<'_>) -> Option<HeldCredential> {
+        if !self.ephemeral {
+            return None;
+        }
+        let username = attr::decode_str(msg.get(attr::USERNAME)?).ok()?;
+        Some(HeldCredential {
+            username: username.into(),
+            key: self.key,
+        })
+    }
+
     /// The user id an allocation is bound to (the REST user part for ephemeral users).
     pub fn user(&self) -> &Arc<str> {
         &self.user
@@ -132,18 +171,49 @@ pub enum AuthError {
     /// Unknown or expired nonce: 438 + REALM + NONCE.
     StaleNonce,
     /// Unknown user, expired REST credential, or integrity mismatch: 401 + REALM + NONCE.
-    Rejected,
+    Rejected(Rejection),
     /// Auth type `none`: TURN is off, 401 without a way in.
     Disabled,
 }
 
-impl AuthError {
-    pub fn code(self) -> u16 {
+/// Why a request with credentials was rejected (for the failed-authentication log line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Static auth: USERNAME is not the configured user.
+    UnknownUser,
+    /// MESSAGE-INTEGRITY does not match the key of the user (a wrong password or secret).
+    BadIntegrity,
+    /// TURN REST: the username's timestamp is in the past.
+    Expired,
+    /// TURN REST: the username carries no non-zero timestamp.
+    MalformedRestUsername,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
         match self {
-            AuthError::Challenge | AuthError::Rejected | AuthError::Disabled => 401,
-            AuthError::Malformed => 400,
-            AuthError::StaleNonce => 438,
+            Rejection::UnknownUser => "unknown user",
+            Rejection::BadIntegrity => "bad message integrity (wrong password or secret)",
+            Rejection::Expired => "expired REST credential",
+            Rejection::MalformedRestUsername => "malformed REST username (no timestamp)",
         }
+    }
+}
+
+impl AuthError {
+    /// The STUN error the client gets.
+    pub fn error(self) -> TurnError {
+        match self {
+            AuthError::Challenge | AuthError::Rejected(_) | AuthError::Disabled => {
+                TurnError::Unauthorized
+            }
+            AuthError::Malformed => TurnError::BadRequest,
+            AuthError::StaleNonce => TurnError::StaleNonce,
+        }
+    }
+
+    pub fn code(self) -> u16 {
+        self.error().code()
     }
 }
 
@@ -151,13 +221,16 @@ impl AuthError {
 /// Runs on every authenticated request, so an expired REST credential stops working at
 /// once, and a credential change applies to the next request. The nonce must be bound to
 /// `client`, or to `also` when given (an RFC 6062 ConnectionBind may carry the nonce of
-/// its control connection).
+/// its control connection). `held` is the credential of the allocation the request is
+/// about, if any: with ephemeral auth it is accepted even when no configured secret signs
+/// it any more.
 pub fn authenticate(
     snap: &Snapshot,
     nonces: &NonceKey,
     unix: u64,
     client: SocketAddr,
     also: Option<SocketAddr>,
+    held: Option<&HeldCredential>,
     msg: &Message<'_>,
 ) -> Result<Authenticated, AuthError> {
     if matches!(snap.auth, Auth::None) {
@@ -177,34 +250,47 @@ pub fn authenticate(
         return Err(AuthError::StaleNonce);
     }
     let username = attr::decode_str(username).map_err(|_| AuthError::Malformed)?;
-    let (user, key) = match &snap.auth {
-        Auth::Static {
-            username: want,
-            key,
-        } => {
-            if username != want {
-                return Err(AuthError::Rejected);
-            }
-            (username, *key)
-        }
-        Auth::Ephemeral { secret } => {
-            let expiry = rest_expiry(username).ok_or(AuthError::Rejected)?;
-            if expiry < unix as i64 {
-                return Err(AuthError::Rejected);
-            }
-            let password = rest_password(secret, username);
-            let key = long_term_key(username, &snap.realm, &password);
-            (rest_user_id(username), key)
-        }
-        Auth::None => return Err(AuthError::Disabled),
-    };
-    if !msg.verify_integrity(&key) {
-        return Err(AuthError::Rejected);
-    }
-    Ok(Authenticated {
+    let ok = |user: &str, key: [u8; 16], ephemeral: bool| Authenticated {
         user: user.into(),
         key,
-    })
+        ephemeral,
+    };
+    match &snap.auth {
+        Auth::Static { .. } => {
+            let key = snap
+                .auth
+                .static_key(username)
+                .ok_or(AuthError::Rejected(Rejection::UnknownUser))?;
+            if !msg.verify_integrity(key) {
+                return Err(AuthError::Rejected(Rejection::BadIntegrity));
+            }
+            Ok(ok(username, *key, false))
+        }
+        Auth::Ephemeral { secrets } => {
+            let expiry = rest_expiry(username)
+                .ok_or(AuthError::Rejected(Rejection::MalformedRestUsername))?;
+            if expiry < unix as i64 {
+                return Err(AuthError::Rejected(Rejection::Expired));
+            }
+            let user = rest_user_id(username);
+            // Each check is a constant-time MAC comparison; which secret matched is no
+            // secret (they are tried in config order).
+            for secret in secrets {
+                let password = rest_password(secret, username);
+                let key = long_term_key(username, &snap.realm, &password);
+                if msg.verify_integrity(&key) {
+                    return Ok(ok(user, key, true));
+                }
+            }
+            match held {
+                Some(h) if *h.username == *username && msg.verify_integrity(&h.key) => {
+                    Ok(ok(user, h.key, true))
+                }
+                _ => Err(AuthError::Rejected(Rejection::BadIntegrity)),
+            }
+        }
+        Auth::None => Err(AuthError::Disabled),
+    }
 }
 
 /// TURN REST password: base64(HMAC-SHA1(secret, username)).

@@ -6,8 +6,10 @@
 //! closed through the [`Relays`] trait, so the core never touches a socket itself.
 
 pub mod auth;
+pub mod logs;
 pub mod policy;
 mod server;
+pub mod session;
 mod tally;
 
 use std::net::SocketAddr;
@@ -42,7 +44,8 @@ pub const MAX_ALLOCATIONS: usize = 500_000;
 pub const HEADROOM: usize = 4;
 
 /// The time inputs of the core: a monotonic instant for timers and wall-clock seconds for
-/// nonces and REST credential expiry.
+/// nonces and REST credential expiry. The shell reads the clocks ([`crate::transport::now`]);
+/// the core never does (clippy's `disallowed-methods`).
 #[derive(Clone, Copy, Debug)]
 pub struct Now {
     pub mono: Instant,
@@ -50,18 +53,6 @@ pub struct Now {
 }
 
 impl Now {
-    /// Read both clocks. Only the shell calls this; the core takes `Now` as input.
-    pub fn read() -> Now {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Now {
-            mono: Instant::now(),
-            unix,
-        }
-    }
-
     pub fn advance(self, by: Duration) -> Now {
         Now {
             mono: self.mono + by,
@@ -182,7 +173,9 @@ pub struct Opened {
     pub token: Option<u64>,
 }
 
-/// The shell's relay sockets, as the core sees them.
+/// The shell, as the core sees it: its relay sockets, and (RFC 6062) the client transports
+/// the core writes to on its own. With the return values of the `handle_*` calls this is
+/// the core's only way out.
 pub trait Relays {
     /// Open a relay socket; an error becomes 508 Insufficient Capacity.
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError>;
@@ -203,6 +196,12 @@ pub trait Relays {
     fn close_peer(&mut self, conn: ConnectionId) {
         let _ = conn;
     }
+    /// RFC 6062: send a message the core made on its own (a ConnectionAttempt indication,
+    /// the error answer to a Connect that timed out or lost its route) to a client
+    /// transport.
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        let _ = (transport, bytes);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -213,6 +212,50 @@ pub enum RelayError {
     Family,
     #[error("unknown or expired reservation token")]
     UnknownToken,
+}
+
+/// Why a request failed: the STUN error code the client gets (RFC 8489 section 14.8,
+/// RFC 8656 section 19, RFC 6062 section 6.3). The core's request handlers return it; the
+/// one place that writes it is the error response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnError {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    UnknownAttribute,
+    AllocationMismatch,
+    StaleNonce,
+    AddressFamilyNotSupported,
+    WrongCredentials,
+    UnsupportedTransportProtocol,
+    PeerAddressFamilyMismatch,
+    ConnectionAlreadyExists,
+    ConnectionTimeoutOrFailure,
+    AllocationQuotaReached,
+    ServerError,
+    InsufficientCapacity,
+}
+
+impl TurnError {
+    pub fn code(self) -> u16 {
+        match self {
+            TurnError::BadRequest => 400,
+            TurnError::Unauthorized => 401,
+            TurnError::Forbidden => 403,
+            TurnError::UnknownAttribute => 420,
+            TurnError::AllocationMismatch => 437,
+            TurnError::StaleNonce => 438,
+            TurnError::AddressFamilyNotSupported => 440,
+            TurnError::WrongCredentials => 441,
+            TurnError::UnsupportedTransportProtocol => 442,
+            TurnError::PeerAddressFamilyMismatch => 443,
+            TurnError::ConnectionAlreadyExists => 446,
+            TurnError::ConnectionTimeoutOrFailure => 447,
+            TurnError::AllocationQuotaReached => 486,
+            TurnError::ServerError => 500,
+            TurnError::InsufficientCapacity => 508,
+        }
+    }
 }
 
 /// Why a message was dropped without an answer.
@@ -275,6 +318,25 @@ pub struct Stats {
     pub to_client_packets: u64,
     pub to_client_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+impl std::ops::AddAssign<&Stats> for Stats {
+    fn add_assign(&mut self, s: &Stats) {
+        self.allocations_created += s.allocations_created;
+        self.allocations_deleted += s.allocations_deleted;
+        self.allocations_expired += s.allocations_expired;
+        self.auth_challenges += s.auth_challenges;
+        self.auth_failures += s.auth_failures;
+        self.stale_nonces += s.stale_nonces;
+        self.error_responses += s.error_responses;
+        self.to_peer_packets += s.to_peer_packets;
+        self.to_peer_bytes += s.to_peer_bytes;
+        self.to_client_packets += s.to_client_packets;
+        self.to_client_bytes += s.to_client_bytes;
+        for (a, b) in self.drops.iter_mut().zip(s.drops) {
+            *a += b;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,21 @@ pub enum Denied {
     /// A wildcard route contains the peer, but it is in a special-purpose range that only
     /// an explicit endpoint can open.
     SpecialPurpose,
+    /// A routed endpoint contains the peer's IP, but not its port.
+    PortRange,
+}
+
+impl Denied {
+    /// The rule that refused the peer, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denied::NoRoute => "no route admits it",
+            Denied::SpecialPurpose => {
+                "special-purpose address (only an endpoint naming it opens it)"
+            }
+            Denied::PortRange => "port outside the routed endpoint's port range",
+        }
+    }
 }
 
 /// Admit `peer` for a client of `listener`; returns the admitting cluster.
@@ -30,8 +45,8 @@ pub fn admit(snap: &Snapshot, listener: &Listener, peer: SocketAddr) -> Result<C
 
 /// Whether some port of `ip` is admitted: the check for CreatePermission, whose
 /// permissions are per IP (the port is checked on every packet).
-pub fn admit_ip(snap: &Snapshot, listener: &Listener, ip: IpAddr) -> bool {
-    admit_with(snap, listener, ip, None).is_ok()
+pub fn admit_ip(snap: &Snapshot, listener: &Listener, ip: IpAddr) -> Result<ClusterIdx, Denied> {
+    admit_with(snap, listener, ip, None)
 }
 
 fn admit_with(
@@ -51,7 +66,14 @@ fn admit_with(
             return Ok(idx);
         }
         for ep in &cluster.endpoints {
-            if !ep.net.contains(&ip) || port.is_some_and(|p| !ep.ports.contains(&p)) {
+            if !ep.net.contains(&ip) {
+                continue;
+            }
+            if port.is_some_and(|p| !ep.ports.contains(&p)) {
+                // The most telling reason wins: special-purpose, then port range.
+                if result == Err(Denied::NoRoute) {
+                    result = Err(Denied::PortRange);
+                }
                 continue;
             }
             if is_opened_by(ep.net, ip) {
@@ -256,6 +278,10 @@ mod tests {
         assert!(admits(&["10.0.0.1:<8000-9000>"], "10.0.0.1:9000").is_ok());
         assert_eq!(
             admits(&["10.0.0.1:<8000-9000>"], "10.0.0.1:9001"),
+            Err(Denied::PortRange)
+        );
+        assert_eq!(
+            admits(&["10.0.0.1:<8000-9000>"], "10.0.0.2:8000"),
             Err(Denied::NoRoute)
         );
         let snap =

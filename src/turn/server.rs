@@ -1,4 +1,14 @@
-//! The per-worker TURN server: request handling, the relay fast path, and timers.
+//! The per-worker TURN server. This file holds its state (the allocation table and what an
+//! allocation is) and its entry points; the work is split by concern:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `requests.rs` | STUN requests from clients: authentication, Allocate, Refresh, CreatePermission, ChannelBind, and the error answers |
+//! | `relay.rs` | the data path: ChannelData and Send from clients, datagrams from peers, peer admission |
+//! | `table.rs` | inserting and deleting allocations |
+//! | `timers.rs` | lifetimes: the deadline heap and what expires |
+//! | `tcp.rs` | RFC 6062 TCP allocations |
+//! | `sessions.rs` | listing and ending allocations for operators |
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -6,15 +16,27 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::auth::{self, AuthError, Authenticated, NonceKey};
+use super::auth::{self, AuthError, Authenticated, HeldCredential, NonceKey};
+use super::logs::{self, Shown, Suppressed};
 use super::policy;
+use super::session::{self, DeleteReason, Traffic};
 use super::tally::{ClusterTraffic, Tally};
+mod relay;
+mod requests;
+mod sessions;
+mod table;
 mod tcp;
+mod timers;
+
+use relay::{admit_for, admits_ip, refused};
+use requests::seal;
+use timers::Deadlines;
 
 use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
     HEADROOM, MAX_ALLOCATIONS, MAX_CHANNELS, MAX_LIFETIME, MAX_PERMISSIONS, Now,
     PERMISSION_LIFETIME, PortRequest, RelayId, RelayRequest, Relays, Stats, ToClient, TransportId,
+    TurnError,
 };
 use crate::snapshot::{ClusterIdx, ListenerIdx, Snapshot};
 use crate::stun::attr::{self, *};
@@ -24,9 +46,9 @@ use crate::stun::{
 };
 
 /// Channel numbers a client may bind (RFC 5766 range; see `channel_bind`).
-pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+pub(super) const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
-/// How often expired state is swept when nothing else happens.
+/// How often RFC 6062 peer connections are checked for their timeouts while any exist.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One worker's TURN server.
@@ -37,7 +59,13 @@ pub struct Server {
     by_client: FxHashMap<FiveTuple, u32>,
     by_relay: FxHashMap<RelayId, u32>,
     per_user: FxHashMap<Arc<str>, u32>,
-    next_sweep: Option<Instant>,
+    /// When each allocation next needs the timer: its expiry, or the earliest expiry of
+    /// its permissions and channels.
+    deadlines: Deadlines,
+    /// Serial number of the next allocation, telling a reused id's deadlines apart.
+    next_serial: u32,
+    /// Next check of the RFC 6062 peer connection timeouts (while any exist).
+    next_peer_check: Option<Instant>,
     /// Counter behind the transaction ids of Data indications.
     indication_seq: u64,
     stats: Stats,
@@ -45,13 +73,19 @@ pub struct Server {
     /// RFC 6062 peer connections by CONNECTION-ID.
     peer_conns: FxHashMap<u32, tcp::PeerConn>,
     next_conn: u32,
-    /// Messages the core made outside a request (447 after a Connect timeout,
-    /// ConnectionAttempt indications), for [`Server::poll_transmit`].
-    outbox: std::collections::VecDeque<(TransportId, Vec<u8>)>,
 }
 
 struct Allocation {
+    /// Session id, unique in the process ([`session::next_id`]).
+    id: u64,
     five: FiveTuple,
+    /// The client's transport (`udp`, `tcp`, `tls`, `dtls`) and the server side of its
+    /// 5-tuple (listener address and port), for logs and the session list.
+    transport: &'static str,
+    server: SocketAddr,
+    created: Instant,
+    created_unix: u64,
+    traffic: Traffic,
     listener: Arc<str>,
     /// (snapshot generation, listener index) the name last resolved to.
     listener_at: (u64, ListenerIdx),
@@ -66,6 +100,12 @@ struct Allocation {
     channels: Vec<Channel>,
     /// RFC 6062 TCP allocation (a listening relay socket).
     tcp: bool,
+    /// The ephemeral credential it was created with (see [`HeldCredential`]).
+    held: Option<HeldCredential>,
+    /// Tells this allocation's deadlines from those of an earlier one with the same id.
+    serial: u32,
+    /// The earliest time this allocation is in [`Server::deadlines`] for.
+    scheduled: Instant,
 }
 
 struct Permission {
@@ -85,9 +125,9 @@ struct Channel {
 
 /// Result of request handling before it is written out.
 enum Answer {
-    Error(u16),
+    Error(TurnError),
     /// An error that needs REALM and NONCE (401, 438).
-    Challenge(u16),
+    Challenge(TurnError),
     /// 420 with the unknown attribute types.
     Unknown([u16; 8], usize),
 }
@@ -101,12 +141,6 @@ enum Done {
     Bind(usize, super::ConnectionId),
 }
 
-impl Default for Server {
-    fn default() -> Self {
-        Server::new(NonceKey::random())
-    }
-}
-
 impl Server {
     pub fn new(nonces: NonceKey) -> Server {
         Server {
@@ -116,13 +150,14 @@ impl Server {
             by_client: FxHashMap::default(),
             by_relay: FxHashMap::default(),
             per_user: FxHashMap::default(),
-            next_sweep: None,
+            deadlines: Deadlines::default(),
+            next_serial: 0,
+            next_peer_check: None,
             indication_seq: 0,
             stats: Stats::default(),
             clusters: Tally::default(),
             peer_conns: FxHashMap::default(),
             next_conn: 0,
-            outbox: Default::default(),
         }
     }
 
@@ -147,7 +182,11 @@ impl Server {
 
     /// When [`Server::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
+        let peers = self.next_peer_check.filter(|_| !self.peer_conns.is_empty());
+        match (self.deadlines.next(), peers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A message from a client on a listener transport.
@@ -203,36 +242,15 @@ impl Server {
         res
     }
 
-    /// Expire allocations, permissions and channels.
-    pub fn handle_timeout(&mut self, now: Now, relays: &mut dyn Relays) {
-        if self.next_sweep.is_some_and(|t| t > now.mono) {
-            return;
-        }
-        let expired: Vec<u32> = self
-            .allocs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| {
-                a.as_ref()
-                    .filter(|a| a.expires <= now.mono)
-                    .map(|_| i as u32)
-            })
-            .collect();
-        for id in expired {
-            self.stats.allocations_expired += 1;
-            self.delete(id, relays);
-        }
-        for a in self.allocs.iter_mut().flatten() {
-            a.perms.retain(|p| p.expires > now.mono);
-            a.channels.retain(|c| c.expires > now.mono);
-        }
-        self.expire_peer_conns(now, relays);
-        self.schedule_sweep(now);
-    }
-
     /// Delete every allocation on a transport (a closed stream connection, a removed
-    /// listener).
-    pub fn close_transport(&mut self, transport: TransportId, relays: &mut dyn Relays) {
+    /// listener); `reason` is what the log line names.
+    pub fn close_transport(
+        &mut self,
+        transport: TransportId,
+        reason: DeleteReason,
+        now: Now,
+        relays: &mut dyn Relays,
+    ) {
         let ids: Vec<u32> = self
             .by_client
             .iter()
@@ -240,805 +258,7 @@ impl Server {
             .map(|(_, &v)| v)
             .collect();
         for id in ids {
-            self.delete(id, relays);
-        }
-    }
-
-    fn schedule_sweep(&mut self, now: Now) {
-        self.next_sweep = if self.by_client.is_empty() {
-            None
-        } else {
-            Some(now.mono + SWEEP_INTERVAL)
-        };
-    }
-
-    // ----- client to peer ---------------------------------------------------------------
-
-    /// The fast path: ChannelData from a client goes to its bound peer.
-    fn channel_data_from_client<'a>(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        bytes: &'a [u8],
-    ) -> ClientOutput<'a> {
-        let Ok(cd) = ChannelData::parse(bytes) else {
-            return ClientOutput::Drop(DropReason::Malformed);
-        };
-        let five = FiveTuple {
-            transport: ctx.transport,
-            client: ctx.client,
-        };
-        let Some(&id) = self.by_client.get(&five) else {
-            return ClientOutput::Drop(DropReason::NoAllocation);
-        };
-        let Some(Some(a)) = self.allocs.get_mut(id as usize) else {
-            return ClientOutput::Drop(DropReason::NoAllocation);
-        };
-        if a.expires <= now.mono {
-            return ClientOutput::Drop(DropReason::NoAllocation);
-        }
-        let relay = a.relay;
-        let Some(ch) = a
-            .channels
-            .iter_mut()
-            .find(|c| c.number == cd.number && c.expires > now.mono)
-        else {
-            return ClientOutput::Drop(DropReason::NoPermission);
-        };
-        if ch.admitted_gen != snap.generation {
-            // The config changed since this channel was admitted: ask the policy again.
-            let admitted = snap
-                .listener(&a.listener)
-                .and_then(|(_, l)| policy::admit(snap, l, ch.peer).ok());
-            let Some(cluster) = admitted else {
-                return ClientOutput::Drop(DropReason::Forbidden);
-            };
-            ch.admitted_gen = snap.generation;
-            ch.cluster = cluster;
-        }
-        let (peer, cluster) = (ch.peer, ch.cluster);
-        self.clusters.count(snap, cluster, true, cd.data.len());
-        ClientOutput::Forward {
-            relay,
-            peer,
-            payload: cd.data,
-        }
-    }
-
-    fn stun_from_client<'a>(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: Message<'a>,
-        out: &mut [u8],
-        relays: &mut dyn Relays,
-    ) -> ClientOutput<'a> {
-        match (msg.class(), msg.method()) {
-            (Class::Indication, Method::Send) => self.send_indication(now, snap, ctx, msg),
-            (Class::Indication, _) => ClientOutput::Drop(DropReason::Unexpected),
-            (Class::Success | Class::Error, _) => ClientOutput::Drop(DropReason::Unexpected),
-            (Class::Request, method) => {
-                let res = self.request(now, snap, ctx, &msg, method, out, relays);
-                self.finish_request(now, snap, ctx, &msg, res, out)
-            }
-        }
-    }
-
-    fn send_indication<'a>(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: Message<'a>,
-    ) -> ClientOutput<'a> {
-        let five = FiveTuple {
-            transport: ctx.transport,
-            client: ctx.client,
-        };
-        let Some(id) = self.by_client.get(&five).copied() else {
-            return ClientOutput::Drop(DropReason::NoAllocation);
-        };
-        let (Some(peer), Some(data)) = (msg.get(XOR_PEER_ADDRESS), msg.get(DATA)) else {
-            return ClientOutput::Drop(DropReason::Malformed);
-        };
-        let Ok(peer) = attr::decode_xor_addr(peer, msg.transaction_id()) else {
-            return ClientOutput::Drop(DropReason::Malformed);
-        };
-        let peer = policy::canonical(peer);
-        let Some(Some(a)) = self.allocs.get_mut(id as usize) else {
-            return ClientOutput::Drop(DropReason::NoAllocation);
-        };
-        if a.expires <= now.mono {
-            return ClientOutput::Drop(DropReason::NoAllocation);
-        }
-        // A TCP allocation relays over peer connections only (RFC 6062).
-        if a.tcp || !a.permits(peer, now.mono) {
-            return ClientOutput::Drop(DropReason::NoPermission);
-        }
-        let cluster = match admit_for(a, snap, peer) {
-            Ok(c) => c,
-            Err(r) => return ClientOutput::Drop(r),
-        };
-        let relay = a.relay;
-        self.clusters.count(snap, cluster, true, data.len());
-        ClientOutput::Forward {
-            relay,
-            peer,
-            payload: data,
-        }
-    }
-
-    // ----- requests ---------------------------------------------------------------------
-
-    /// Handle a request; `Ok(Some(auth))` means a success response is already written
-    /// (its attributes, before integrity), `Ok(None)` a response that needs no integrity.
-    fn request(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        method: Method,
-        out: &mut [u8],
-        relays: &mut dyn Relays,
-    ) -> Result<Done, (Answer, Option<Authenticated>)> {
-        let mut unknown = [0u16; 8];
-        let mut n = 0;
-        for a in msg.attrs() {
-            if !attr::is_understood(a.typ) && n < unknown.len() {
-                unknown[n] = a.typ;
-                n += 1;
-            }
-        }
-        if n > 0 {
-            return Err((Answer::Unknown(unknown, n), None));
-        }
-        if method == Method::Binding {
-            return self
-                .binding(ctx, msg, out)
-                .map(Done::Reply)
-                .map_err(|e| (e, None));
-        }
-        let tcp_method = matches!(method, Method::Connect | Method::ConnectionBind);
-        if !(matches!(
-            method,
-            Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind
-        ) || tcp_method && ctx.stream)
-        {
-            // Unknown methods, and RFC 6062 methods on a UDP transport.
-            return Err((Answer::Error(400), None));
-        }
-        // RFC 6062 clients (coturn's among them) send ConnectionBind on a new connection
-        // with the nonce of their control connection: it is accepted for the allocation
-        // the CONNECTION-ID names, from the same IP.
-        let also = if method == Method::ConnectionBind {
-            self.control_client_of(msg, ctx.client)
-        } else {
-            None
-        };
-        let auth = auth::authenticate(snap, &self.nonces, now.unix, ctx.client, also, msg)
-            .map_err(|e| {
-                match e {
-                    AuthError::Challenge => self.stats.auth_challenges += 1,
-                    AuthError::StaleNonce => self.stats.stale_nonces += 1,
-                    _ => self.stats.auth_failures += 1,
-                }
-                let ans = match e {
-                    AuthError::Malformed => Answer::Error(400),
-                    other => Answer::Challenge(other.code()),
-                };
-                (ans, None)
-            })?;
-        let res = match method {
-            Method::Allocate => self
-                .allocate(now, snap, ctx, msg, &auth, out, relays)
-                .map(Done::Reply),
-            Method::Refresh => self
-                .refresh(now, ctx, msg, &auth, out, relays)
-                .map(Done::Reply),
-            Method::CreatePermission => self
-                .create_permission(now, snap, ctx, msg, &auth, out)
-                .map(Done::Reply),
-            Method::Connect => self
-                .connect(now, snap, ctx, msg, &auth, relays)
-                .map(|()| Done::Pending),
-            Method::ConnectionBind => self
-                .connection_bind(now, ctx, msg, &auth, out)
-                .map(|(len, conn)| Done::Bind(len, conn)),
-            _ => self
-                .channel_bind(now, snap, ctx, msg, &auth, out)
-                .map(Done::Reply),
-        };
-        match res {
-            Ok(r) => Ok(r),
-            Err(code) => Err((Answer::Error(code), Some(auth))),
-        }
-    }
-
-    fn binding(
-        &mut self,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        out: &mut [u8],
-    ) -> Result<usize, Answer> {
-        let mut w = MessageWriter::new(out, Method::Binding, Class::Success, msg.transaction_id())
-            .map_err(|_| Answer::Error(500))?;
-        w.add_xor_addr(XOR_MAPPED_ADDRESS, ctx.client)
-            .map_err(|_| Answer::Error(500))?;
-        // Binding responses always carry FINGERPRINT, as upstream and ICE agents expect.
-        w.add_fingerprint().map_err(|_| Answer::Error(500))?;
-        Ok(w.finish())
-    }
-
-    fn allocate(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-        out: &mut [u8],
-        relays: &mut dyn Relays,
-    ) -> Result<usize, u16> {
-        let five = FiveTuple {
-            transport: ctx.transport,
-            client: ctx.client,
-        };
-        if let Some(&id) = self.by_client.get(&five) {
-            let a = self.alloc(id).ok_or(500u16)?;
-            // A retransmit of the request that created it gets the same answer.
-            if &a.alloc_tid == msg.transaction_id() && a.alloc_response.len() <= out.len() {
-                out[..a.alloc_response.len()].copy_from_slice(&a.alloc_response);
-                return Ok(a.alloc_response.len());
-            }
-            return Err(437);
-        }
-        let transport = msg
-            .get(REQUESTED_TRANSPORT)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_requested_transport(v).map_err(|_| 400))?;
-        let tcp = match transport {
-            attr::PROTO_UDP => false,
-            // RFC 6062 section 5.1: TCP relaying only for clients on TCP/TLS.
-            attr::PROTO_TCP if ctx.stream => true,
-            attr::PROTO_TCP => return Err(400),
-            _ => return Err(442),
-        };
-        let even_port = msg
-            .get(EVEN_PORT)
-            .map(attr::decode_even_port)
-            .transpose()
-            .map_err(|_| 400u16)?;
-        let token = msg
-            .get(RESERVATION_TOKEN)
-            .map(attr::decode_token)
-            .transpose()
-            .map_err(|_| 400u16)?;
-        let family = requested_family(msg)?;
-        if token.is_some() && (even_port.is_some() || family.is_some()) {
-            return Err(400);
-        }
-        // RFC 6062 section 5.1: no port reservations for TCP relays.
-        if tcp && (token.is_some() || even_port.is_some()) {
-            return Err(400);
-        }
-        let listener = snap.listeners.get(ctx.listener).ok_or(500u16)?;
-        // The relayed address advertises the listener address, so the family follows it.
-        let listener_family = Family::of(listener.relay_ip);
-        if family.is_some_and(|f| f != listener_family) {
-            return Err(440);
-        }
-        let user_count = self.per_user.get(auth.user()).copied().unwrap_or(0);
-        if snap.user_quota > 0 && user_count >= snap.user_quota {
-            return Err(486);
-        }
-        if self.by_client.len() >= MAX_ALLOCATIONS {
-            return Err(508);
-        }
-        let lifetime = granted_lifetime(msg)?;
-
-        let req = RelayRequest {
-            family: listener_family,
-            port: match (token, even_port) {
-                (Some(token), _) => PortRequest::Reserved(token),
-                (None, Some(reserve_next)) => PortRequest::Even { reserve_next },
-                (None, None) => PortRequest::Any,
-            },
-            dont_fragment: msg.get(DONT_FRAGMENT).is_some(),
-            range: listener.relay_ports,
-            tcp,
-        };
-        let opened = relays.open(req).map_err(|_| 508u16)?;
-        let (relay, port, reservation_token) = (opened.relay, opened.port, opened.token);
-        let relayed = SocketAddr::new(listener.relay_ip, port);
-
-        let mut w = MessageWriter::new(out, Method::Allocate, Class::Success, msg.transaction_id())
-            .map_err(|_| 500u16)?;
-        let written = (|| -> Result<(), StunError> {
-            w.add_xor_addr(XOR_RELAYED_ADDRESS, relayed)?;
-            w.add_u32(LIFETIME, lifetime.as_secs() as u32)?;
-            w.add_xor_addr(XOR_MAPPED_ADDRESS, ctx.client)?;
-            if let Some(t) = reservation_token {
-                w.add(RESERVATION_TOKEN, &t.to_be_bytes())?;
-            }
-            Ok(())
-        })();
-        let sealed = written
-            .map_err(|_| 500u16)
-            .and_then(|()| seal(w, auth, msg));
-        let Ok(len) = sealed else {
-            relays.close(relay);
-            return Err(500);
-        };
-        let allocation = Allocation {
-            five,
-            listener: listener.name.clone(),
-            listener_at: (snap.generation, ctx.listener),
-            user: auth.user().clone(),
-            relay,
-            relayed,
-            expires: now.mono + lifetime,
-            alloc_tid: *msg.transaction_id(),
-            alloc_response: out[..len].to_vec(),
-            perms: Vec::new(),
-            channels: Vec::new(),
-            tcp,
-        };
-        self.insert(allocation);
-        self.stats.allocations_created += 1;
-        self.schedule_sweep(now);
-        Ok(len)
-    }
-
-    fn refresh(
-        &mut self,
-        now: Now,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-        out: &mut [u8],
-        relays: &mut dyn Relays,
-    ) -> Result<usize, u16> {
-        let id = self.owned(ctx, auth)?;
-        let lifetime = match msg.get(LIFETIME).map(attr::decode_u32) {
-            Some(Ok(0)) => Duration::ZERO,
-            Some(Err(_)) => return Err(400),
-            _ => granted_lifetime(msg)?,
-        };
-        if let Some(fam) = requested_family(msg)? {
-            let a = self.alloc(id).ok_or(500u16)?;
-            if Family::of(a.relayed.ip()) != fam {
-                return Err(443);
-            }
-        }
-        if lifetime.is_zero() {
-            self.delete(id, relays);
-        } else if let Some(a) = self.alloc_mut(id) {
-            a.expires = now.mono + lifetime;
-        }
-        let mut w = MessageWriter::new(out, Method::Refresh, Class::Success, msg.transaction_id())
-            .map_err(|_| 500u16)?;
-        w.add_u32(LIFETIME, lifetime.as_secs() as u32)
-            .map_err(|_| 500u16)?;
-        seal(w, auth, msg)
-    }
-
-    fn create_permission(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-        out: &mut [u8],
-    ) -> Result<usize, u16> {
-        let id = self.owned(ctx, auth)?;
-        let a = self
-            .allocs
-            .get_mut(id as usize)
-            .and_then(Option::as_mut)
-            .ok_or(500u16)?;
-        // Check every peer first: the request installs all of them or none.
-        let mut peers = [IpAddr::from([0u8; 4]); 16];
-        let mut n = 0;
-        for at in msg.attrs().filter(|at| at.typ == XOR_PEER_ADDRESS) {
-            let peer = attr::decode_xor_addr(at.value, msg.transaction_id()).map_err(|_| 400u16)?;
-            let peer = policy::canonical(peer);
-            if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
-                return Err(443);
-            }
-            // A permission is for an IP; admission of the port happens per packet.
-            if !admits_ip(a, snap, peer.ip()) {
-                return Err(403);
-            }
-            if n == peers.len() {
-                return Err(400);
-            }
-            peers[n] = peer.ip();
-            n += 1;
-        }
-        if n == 0 {
-            return Err(400);
-        }
-        for ip in &peers[..n] {
-            a.install_permission(*ip, now.mono)?;
-        }
-        let w = MessageWriter::new(
-            out,
-            Method::CreatePermission,
-            Class::Success,
-            msg.transaction_id(),
-        )
-        .map_err(|_| 500u16)?;
-        seal(w, auth, msg)
-    }
-
-    fn channel_bind(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-        out: &mut [u8],
-    ) -> Result<usize, u16> {
-        let id = self.owned(ctx, auth)?;
-        let number = msg
-            .get(CHANNEL_NUMBER)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_channel_number(v).map_err(|_| 400))?;
-        // RFC 8656 narrowed channels to 0x4000-0x4FFF, but RFC 5766 clients, coturn's
-        // turnutils_uclient among them, pick numbers up to 0x7FFF: accept the old range,
-        // which ChannelData framing still distinguishes from STUN.
-        if !CHANNEL_RANGE.contains(&number) {
-            tracing::debug!(target: "turn", "channel number {number:#x} out of range");
-            return Err(400);
-        }
-        let peer = msg
-            .get(XOR_PEER_ADDRESS)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_xor_addr(v, msg.transaction_id()).map_err(|_| 400))?;
-        let peer = policy::canonical(peer);
-        let a = self
-            .allocs
-            .get_mut(id as usize)
-            .and_then(Option::as_mut)
-            .ok_or(500u16)?;
-        if a.tcp {
-            return Err(400);
-        }
-        if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
-            return Err(443);
-        }
-        let cluster = admit_for(a, snap, peer).map_err(|_| 403u16)?;
-        let expires = now.mono + CHANNEL_LIFETIME;
-        let by_number = a.channels.iter().position(|c| c.number == number);
-        let by_peer = a.channels.iter().position(|c| c.peer == peer);
-        match (by_number, by_peer) {
-            (Some(i), Some(j)) if i == j => {
-                a.channels[i].expires = expires;
-                a.channels[i].admitted_gen = snap.generation;
-                a.channels[i].cluster = cluster;
-            }
-            (None, None) => {
-                if a.channels.len() >= MAX_CHANNELS {
-                    return Err(508);
-                }
-                a.channels.push(Channel {
-                    number,
-                    peer,
-                    expires,
-                    admitted_gen: snap.generation,
-                    cluster,
-                });
-            }
-            // The number is bound to another peer, or the peer to another number.
-            _ => return Err(400),
-        }
-        a.install_permission(peer.ip(), now.mono)?;
-        let w = MessageWriter::new(
-            out,
-            Method::ChannelBind,
-            Class::Success,
-            msg.transaction_id(),
-        )
-        .map_err(|_| 500u16)?;
-        seal(w, auth, msg)
-    }
-
-    /// The allocation of this 5-tuple, checked to belong to the authenticated user.
-    fn owned(&self, ctx: ClientCtx, auth: &Authenticated) -> Result<u32, u16> {
-        let five = FiveTuple {
-            transport: ctx.transport,
-            client: ctx.client,
-        };
-        let id = *self.by_client.get(&five).ok_or(437u16)?;
-        let a = self.alloc(id).ok_or(437u16)?;
-        if a.user != *auth.user() {
-            return Err(441);
-        }
-        Ok(id)
-    }
-
-    /// Turn a request's result into the reply: success responses are already complete in
-    /// `out`; errors are written now.
-    fn finish_request<'a>(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        res: Result<Done, (Answer, Option<Authenticated>)>,
-        out: &mut [u8],
-    ) -> ClientOutput<'a> {
-        let (answer, auth) = match res {
-            Ok(Done::Reply(len)) => return ClientOutput::Reply(len),
-            Ok(Done::Pending) => return ClientOutput::Pending,
-            Ok(Done::Bind(len, conn)) => return ClientOutput::Bind { len, conn },
-            Err(e) => e,
-        };
-        self.stats.error_responses += 1;
-        tracing::debug!(
-            target: "turn",
-            "{:?} request from {}: {}",
-            msg.method(),
-            ctx.client,
-            match answer {
-                Answer::Error(c) | Answer::Challenge(c) => c,
-                Answer::Unknown(..) => 420,
-            }
-        );
-        match self.write_error(now, snap, ctx, msg, answer, auth.as_ref(), out) {
-            Ok(len) => ClientOutput::Reply(len),
-            Err(_) => ClientOutput::Drop(DropReason::TooBig),
-        }
-    }
-
-    fn write_error(
-        &self,
-        now: Now,
-        snap: &Snapshot,
-        ctx: ClientCtx,
-        msg: &Message<'_>,
-        answer: Answer,
-        auth: Option<&Authenticated>,
-        out: &mut [u8],
-    ) -> Result<usize, StunError> {
-        let mut w = MessageWriter::new(out, msg.method(), Class::Error, msg.transaction_id())?;
-        match answer {
-            Answer::Error(code) => w.add_error_code(code)?,
-            Answer::Challenge(code) => {
-                w.add_error_code(code)?;
-                w.add(REALM, snap.realm.as_bytes())?;
-                w.add(NONCE, &self.nonces.make(now.unix, ctx.client))?;
-            }
-            Answer::Unknown(types, n) => {
-                w.add_error_code(420)?;
-                w.add_unknown_attributes(&types[..n])?;
-            }
-        }
-        if let Some(auth) = auth {
-            w.add_integrity(auth.key())?;
-        }
-        if msg.has_fingerprint() {
-            w.add_fingerprint()?;
-        }
-        Ok(w.finish())
-    }
-
-    // ----- peer to client ---------------------------------------------------------------
-
-    fn peer_to_client<'a>(
-        &mut self,
-        now: Now,
-        snap: &Snapshot,
-        relay: RelayId,
-        peer: SocketAddr,
-        buf: &'a mut [u8],
-        len: usize,
-        scratch: &'a mut [u8],
-    ) -> Result<ToClient<'a>, DropReason> {
-        let id = *self.by_relay.get(&relay).ok_or(DropReason::NoAllocation)?;
-        let seq = self.indication_seq;
-        let a = self
-            .allocs
-            .get_mut(id as usize)
-            .and_then(Option::as_mut)
-            .ok_or(DropReason::NoAllocation)?;
-        if a.expires <= now.mono {
-            return Err(DropReason::NoAllocation);
-        }
-        let peer = policy::canonical(peer);
-        let five = a.five;
-        if let Some(ch) = a
-            .channels
-            .iter_mut()
-            .find(|c| c.peer == peer && c.expires > now.mono)
-        {
-            if ch.admitted_gen != snap.generation {
-                let admitted = snap
-                    .listener(&a.listener)
-                    .and_then(|(_, l)| policy::admit(snap, l, peer).ok());
-                let Some(cluster) = admitted else {
-                    return Err(DropReason::Forbidden);
-                };
-                ch.admitted_gen = snap.generation;
-                ch.cluster = cluster;
-            }
-            let (number, cluster) = (ch.number, ch.cluster);
-            self.clusters.count(snap, cluster, false, len);
-            let data_len = u16::try_from(len).map_err(|_| DropReason::TooBig)?;
-            let frame = buf.get_mut(..HEADROOM + len).ok_or(DropReason::TooBig)?;
-            let (head, _) = frame
-                .split_first_chunk_mut::<CHANNEL_HEADER_LEN>()
-                .ok_or(DropReason::TooBig)?;
-            write_channel_header(head, number, data_len);
-            return Ok(ToClient {
-                transport: five.transport,
-                client: five.client,
-                bytes: frame,
-            });
-        }
-        if a.tcp || !a.permits(peer, now.mono) {
-            return Err(DropReason::NoPermission);
-        }
-        admit_for(a, snap, peer)?;
-        let payload = buf
-            .get(HEADROOM..HEADROOM + len)
-            .ok_or(DropReason::TooBig)?;
-        self.indication_seq = seq.wrapping_add(1);
-        let mut tid = [0u8; 12];
-        tid[..8].copy_from_slice(&seq.to_be_bytes());
-        tid[8..].copy_from_slice(&id.to_be_bytes());
-        let mut w = MessageWriter::new(scratch, Method::Data, Class::Indication, &tid)
-            .map_err(|_| DropReason::TooBig)?;
-        w.add_xor_addr(XOR_PEER_ADDRESS, peer)
-            .map_err(|_| DropReason::TooBig)?;
-        w.add(DATA, payload).map_err(|_| DropReason::TooBig)?;
-        let n = w.finish();
-        Ok(ToClient {
-            transport: five.transport,
-            client: five.client,
-            bytes: &scratch[..n],
-        })
-    }
-
-    // ----- the allocation table ---------------------------------------------------------
-
-    fn alloc(&self, id: u32) -> Option<&Allocation> {
-        self.allocs.get(id as usize).and_then(Option::as_ref)
-    }
-
-    fn alloc_mut(&mut self, id: u32) -> Option<&mut Allocation> {
-        self.allocs.get_mut(id as usize).and_then(Option::as_mut)
-    }
-
-    fn insert(&mut self, a: Allocation) {
-        let five = a.five;
-        let relay = a.relay;
-        *self.per_user.entry(a.user.clone()).or_insert(0) += 1;
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.allocs[id as usize] = Some(a);
-                id
-            }
-            None => {
-                self.allocs.push(Some(a));
-                (self.allocs.len() - 1) as u32
-            }
-        };
-        self.by_client.insert(five, id);
-        self.by_relay.insert(relay, id);
-    }
-
-    fn delete(&mut self, id: u32, relays: &mut dyn Relays) {
-        let Some(a) = self.allocs.get_mut(id as usize).and_then(Option::take) else {
-            return;
-        };
-        self.free.push(id);
-        self.by_client.remove(&a.five);
-        self.by_relay.remove(&a.relay);
-        if let Some(n) = self.per_user.get_mut(&a.user) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(&a.user);
-            }
-        }
-        self.close_peer_conns_of(id, relays);
-        relays.close(a.relay);
-        self.stats.allocations_deleted += 1;
-    }
-}
-
-/// Add MESSAGE-INTEGRITY, and FINGERPRINT when the request had one, and finish.
-fn seal(mut w: MessageWriter<'_>, auth: &Authenticated, msg: &Message<'_>) -> Result<usize, u16> {
-    w.add_integrity(auth.key()).map_err(|_| 500u16)?;
-    if msg.has_fingerprint() {
-        w.add_fingerprint().map_err(|_| 500u16)?;
-    }
-    Ok(w.finish())
-}
-
-impl Allocation {
-    /// Whether a live permission (or channel, which implies one) covers `peer`'s IP.
-    fn permits(&self, peer: SocketAddr, now: Instant) -> bool {
-        let ip = peer.ip();
-        self.perms.iter().any(|p| p.ip == ip && p.expires > now)
-            || self
-                .channels
-                .iter()
-                .any(|c| c.peer.ip() == ip && c.expires > now)
-    }
-
-    fn install_permission(&mut self, ip: IpAddr, now: Instant) -> Result<(), u16> {
-        let expires = now + PERMISSION_LIFETIME;
-        if let Some(p) = self.perms.iter_mut().find(|p| p.ip == ip) {
-            p.expires = expires;
-            return Ok(());
-        }
-        self.perms.retain(|p| p.expires > now);
-        if self.perms.len() >= MAX_PERMISSIONS {
-            return Err(508);
-        }
-        self.perms.push(Permission { ip, expires });
-        Ok(())
-    }
-}
-
-/// Peer admission for an allocation: resolve its listener in this snapshot, then ask the
-/// one policy function.
-fn admit_for(
-    a: &mut Allocation,
-    snap: &Snapshot,
-    peer: SocketAddr,
-) -> Result<ClusterIdx, DropReason> {
-    let listener = listener_of(a, snap).ok_or(DropReason::NoListener)?;
-    policy::admit(snap, listener, peer).map_err(|_| DropReason::Forbidden)
-}
-
-/// Whether any port of `ip` could be admitted (permissions are per IP).
-fn admits_ip(a: &mut Allocation, snap: &Snapshot, ip: IpAddr) -> bool {
-    let Some(listener) = listener_of(a, snap) else {
-        return false;
-    };
-    policy::admit_ip(snap, listener, ip)
-}
-
-fn listener_of<'s>(
-    a: &mut Allocation,
-    snap: &'s Snapshot,
-) -> Option<&'s crate::snapshot::Listener> {
-    let (generation, idx) = a.listener_at;
-    if generation == snap.generation {
-        return snap.listeners.get(idx);
-    }
-    let (idx, l) = snap.listener(&a.listener)?;
-    a.listener_at = (snap.generation, idx);
-    Some(l)
-}
-
-/// REQUESTED-ADDRESS-FAMILY, if present: 440 for an unknown family, 400 if malformed.
-fn requested_family(msg: &Message<'_>) -> Result<Option<Family>, u16> {
-    msg.get(REQUESTED_ADDRESS_FAMILY)
-        .map(|v| match attr::decode_family(v) {
-            Ok(attr::FAMILY_IPV4) => Ok(Family::V4),
-            Ok(attr::FAMILY_IPV6) => Ok(Family::V6),
-            Ok(_) => Err(440u16),
-            Err(_) => Err(400),
-        })
-        .transpose()
-}
-
-/// Lifetime for Allocate and Refresh: the request's LIFETIME clamped to
-/// [DEFAULT_LIFETIME, MAX_LIFETIME] (RFC 8656 section 7.2).
-fn granted_lifetime(msg: &Message<'_>) -> Result<Duration, u16> {
-    match msg.get(LIFETIME).map(attr::decode_u32) {
-        None => Ok(DEFAULT_LIFETIME),
-        Some(Err(_)) => Err(400),
-        Some(Ok(secs)) => {
-            Ok(Duration::from_secs(u64::from(secs)).clamp(DEFAULT_LIFETIME, MAX_LIFETIME))
+            self.delete(id, reason, now.mono, relays);
         }
     }
 }

@@ -14,8 +14,8 @@ pub struct ClusterTraffic {
     pub rx_bytes: u64,
 }
 
-impl ClusterTraffic {
-    fn add(&mut self, o: &ClusterTraffic) {
+impl std::ops::AddAssign<&ClusterTraffic> for ClusterTraffic {
+    fn add_assign(&mut self, o: &ClusterTraffic) {
         self.tx_packets += o.tx_packets;
         self.tx_bytes += o.tx_bytes;
         self.rx_packets += o.rx_packets;
@@ -74,7 +74,7 @@ impl Tally {
                 continue;
             }
             match self.totals.iter_mut().find(|(n, _)| n == name) {
-                Some((_, t)) => t.add(c),
+                Some((_, t)) => *t += c,
                 None => self.totals.push((name.clone(), *c)),
             }
         }
@@ -88,7 +88,7 @@ impl Tally {
         for (name, t) in &self.totals {
             let mut t = *t;
             if let Some(i) = self.names.iter().position(|n| n == name) {
-                t.add(&self.current[i]);
+                t += &self.current[i];
             }
             f(name, t);
         }

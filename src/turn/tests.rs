@@ -24,6 +24,8 @@ struct FakeRelays {
     /// RFC 6062: connects the core asked for, and peer connections it closed.
     connects: Vec<(RelayId, SocketAddr, ConnectionId)>,
     closed_peers: Vec<ConnectionId>,
+    /// Messages the core sent to client transports on its own.
+    sent: std::collections::VecDeque<(TransportId, Vec<u8>)>,
 }
 
 impl Relays for FakeRelays {
@@ -80,6 +82,10 @@ impl Relays for FakeRelays {
     fn close_peer(&mut self, conn: ConnectionId) {
         self.closed_peers.push(conn);
     }
+
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        self.sent.push_back((transport, bytes.to_vec()));
+    }
 }
 
 struct Harness {
@@ -101,6 +107,8 @@ struct Client {
 
 fn now0() -> Now {
     Now {
+        // The tests are the core's shell here: they give it a starting instant.
+        #[allow(clippy::disallowed_methods)]
         mono: Instant::now(),
         unix: 1_800_000_000,
     }
@@ -224,6 +232,13 @@ enum Outcome {
 }
 
 impl Outcome {
+    fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            Outcome::Drop(r) => Some(*r),
+            _ => None,
+        }
+    }
+
     fn reply(self) -> Vec<u8> {
         match self {
             Outcome::Reply(r) => r,
@@ -528,6 +543,48 @@ fn allocation_expires_on_time() {
     assert_eq!(h.server.poll_timeout(), None);
 }
 
+/// The timer wakes the core only when an allocation, permission or channel is due, for the
+/// allocation that is due: a permission's expiry is its own deadline, and a Refresh that
+/// extends an allocation is not cut short by its earlier deadline.
+#[test]
+fn timers_follow_each_allocations_own_deadlines() {
+    let secs = Duration::from_secs;
+    let mut h = Harness::local();
+    let mut a = h.client("192.0.2.7:4000");
+    let mut b = h.client("192.0.2.8:4000");
+    h.allocate(&mut a);
+    h.allocate(&mut b);
+    let t0 = h.now.mono;
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(600)));
+    // a's permission expires in 300 s, before any allocation does.
+    let r = h.request(
+        &mut a,
+        Method::CreatePermission,
+        &[peer_attr("127.0.0.1:9")],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(300)));
+    assert!(h.peer(0, "127.0.0.1:9", b"early").is_ok());
+    h.advance(300);
+    assert_eq!(
+        h.peer(0, "127.0.0.1:9", b"late"),
+        Err(DropReason::NoPermission)
+    );
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(600)));
+    // a extends to an hour; b expires at 600 s and a lives on.
+    let r = h.request(&mut a, Method::Refresh, &[lifetime(3600)]);
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    h.advance(300);
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.stats().allocations_expired, 1);
+    assert_eq!(h.server.poll_timeout(), Some(t0 + secs(300 + 3600)));
+    h.advance(3299);
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance(1);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.poll_timeout(), None);
+}
+
 #[test]
 fn permissions_send_and_data_indications() {
     let mut h = Harness::local();
@@ -757,7 +814,7 @@ fn new_snapshot_without_the_route_revokes_channels_lazily() {
 fn ephemeral_credentials_expire_and_bind_allocations_to_users() {
     let mut h = Harness::local();
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let unix = h.now.unix;
     let rest_client = |h: &Harness, addr: &str, username: String| {
@@ -1011,4 +1068,6 @@ fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
     assert_eq!(code_of(&r), Some(443));
 }
 
+mod rotation;
+mod sessions;
 mod tcp;

@@ -19,8 +19,8 @@ use stunnerd::stun::{Class, Message, TransactionId, attr};
 use crate::net::{Handler, Net};
 use crate::proto::{self, Auth, Mode, Step};
 
-pub const RTO: Duration = Duration::from_millis(500);
-pub const MAX_TRIES: u8 = 5;
+pub(crate) const RTO: Duration = Duration::from_millis(500);
+pub(crate) const MAX_TRIES: u8 = 5;
 /// 438 Stale Nonce (or a 401 carrying a fresh nonce) retries per step: a server that keeps
 /// rejecting fresh nonces must not keep us looping.
 const MAX_NONCE_RETRIES: u8 = 3;
@@ -31,7 +31,7 @@ const MAX_NONCE_RETRIES: u8 = 3;
 const MAX_REOPENS: u8 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Waiting for a window slot to send `step`.
     Queued,
     /// `step` is outstanding.
@@ -44,7 +44,7 @@ pub enum Phase {
     Failed,
 }
 
-pub struct Client {
+pub(crate) struct Client {
     pub sock: UdpSocket,
     fd: RawFd,
     pub step: Step,
@@ -68,7 +68,7 @@ pub struct Client {
 }
 
 #[derive(Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub allocated: usize,
     pub bound: usize,
     pub failed: usize,
@@ -84,7 +84,7 @@ pub struct Stats {
 impl Stats {
     /// Authenticated Allocate successes per second, from the first request to the last
     /// success.
-    pub fn setup_rate(&self) -> f64 {
+    pub(crate) fn setup_rate(&self) -> f64 {
         match (self.first_request, self.last_alloc) {
             (Some(a), Some(b)) if b > a => self.allocated as f64 / (b - a).as_secs_f64(),
             _ => 0.0,
@@ -92,7 +92,7 @@ impl Stats {
     }
 }
 
-pub struct Engine {
+pub(crate) struct Engine {
     pub clients: Vec<Client>,
     pub mode: Mode,
     pub server: SocketAddr,
@@ -115,7 +115,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         net: &Net,
         count: usize,
         local: Local,
@@ -191,7 +191,7 @@ impl Engine {
     }
 
     /// Queue every allocation's first Allocate.
-    pub fn start_setup(&mut self) {
+    pub(crate) fn start_setup(&mut self) {
         for (i, c) in self.clients.iter_mut().enumerate() {
             c.step = Step::AllocProbe;
             c.phase = Phase::Queued;
@@ -200,7 +200,7 @@ impl Engine {
     }
 
     /// Queue a deallocation (Refresh, LIFETIME 0) for every allocation that exists.
-    pub fn start_dealloc(&mut self) {
+    pub(crate) fn start_dealloc(&mut self) {
         for (i, c) in self.clients.iter_mut().enumerate() {
             if c.relay.is_some() && c.phase != Phase::InFlight {
                 c.step = Step::Dealloc;
@@ -212,7 +212,7 @@ impl Engine {
     }
 
     /// No transaction queued or outstanding.
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.queue.is_empty() && self.outstanding == 0 && self.reopen.is_empty()
     }
 
@@ -242,12 +242,12 @@ impl Engine {
     }
 
     /// The next retransmission deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.front().map(|t| t.0)
     }
 
     /// Start queued transactions while the window has room.
-    pub fn pump(&mut self, now: Instant) {
+    pub(crate) fn pump(&mut self, now: Instant) {
         while self.outstanding < self.window {
             let Some(i) = self.queue.pop_front() else {
                 break;
@@ -267,7 +267,7 @@ impl Engine {
     }
 
     /// Retransmit (or give up on) transactions whose deadline has passed.
-    pub fn on_timers(&mut self, now: Instant) {
+    pub(crate) fn on_timers(&mut self, now: Instant) {
         while let Some(&(deadline, i, gen_)) = self.timers.front() {
             if deadline > now {
                 break;
@@ -291,7 +291,7 @@ impl Engine {
     }
 
     /// Give up on everything still queued or outstanding (the caller's deadline passed).
-    pub fn abandon(&mut self, why: &str) {
+    pub(crate) fn abandon(&mut self, why: &str) {
         self.queue.clear();
         self.timers.clear();
         self.reopen.clear();
@@ -304,7 +304,7 @@ impl Engine {
     }
 
     /// Drive transactions until none is left or `limit` passes; `true` if all settled.
-    pub fn run(&mut self, net: &mut Net, limit: Duration) -> io::Result<bool> {
+    pub(crate) fn run(&mut self, net: &mut Net, limit: Duration) -> io::Result<bool> {
         let start = Instant::now();
         let deadline = start + limit;
         let mut now = start;
@@ -549,7 +549,7 @@ impl Handler for Engine {
 /// whatever address they use: past ~14k allocations the two sides would exhaust it
 /// together. Several addresses multiply the ports a range offers.
 #[derive(Clone, Debug)]
-pub struct Local {
+pub(crate) struct Local {
     pub ips: Vec<IpAddr>,
     pub ports: Option<(u16, u16)>,
 }

@@ -27,14 +27,14 @@ const TX_SLOT: usize = 1600;
 /// How long to wait for stragglers after the last send.
 const DRAIN: Duration = Duration::from_secs(1);
 
-pub struct Config {
+pub(crate) struct Config {
     pub rate: f64,
     pub size: usize,
     pub duration: Duration,
     pub warmup: Duration,
 }
 
-pub struct Report {
+pub(crate) struct Report {
     /// Messages sent in the measured window (after warmup).
     pub sent: u64,
     /// Of those, how many came back.
@@ -69,7 +69,7 @@ struct Load<'a> {
     r: Report,
 }
 
-pub fn run(eng: &mut Engine, net: &mut Net, cfg: &Config) -> io::Result<Report> {
+pub(crate) fn run(eng: &mut Engine, net: &mut Net, cfg: &Config) -> io::Result<Report> {
     let hist = Histogram::new_with_bounds(1, 60_000_000, 3)
         .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
     let cpu0 = cpu_seconds();
@@ -250,7 +250,7 @@ impl Handler for Load<'_> {
 
 /// CPU time of this (single-threaded) process: /proc/self/schedstat's run time in
 /// nanoseconds, else utime+stime from /proc/self/stat in USER_HZ (100 on Linux) ticks.
-pub fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     if let Ok(s) = std::fs::read_to_string("/proc/self/schedstat") {
         if let Some(ns) = s
             .split_whitespace()

@@ -25,7 +25,7 @@ const CLIENT_ROUNDS: usize = 1024;
 const PEER_TOKEN: Token = Token(usize::MAX - 1);
 
 /// Receives datagrams for allocations.
-pub trait Handler {
+pub(crate) trait Handler {
     /// The socket of allocation `idx` (None if there is no such allocation).
     fn fd(&self, idx: usize) -> Option<RawFd>;
     /// One datagram arrived on allocation `idx`'s socket at `now`.
@@ -36,7 +36,7 @@ pub trait Handler {
 }
 
 /// A UDP echo peer served inside the event loop: every datagram goes back to its sender.
-pub struct EchoPeer {
+pub(crate) struct EchoPeer {
     sock: UdpSocket,
     rx: RecvBatch,
     tx: SendBatch,
@@ -47,7 +47,7 @@ pub struct EchoPeer {
 }
 
 impl EchoPeer {
-    pub fn bind(addr: SocketAddr) -> io::Result<EchoPeer> {
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<EchoPeer> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::DGRAM,
@@ -69,7 +69,7 @@ impl EchoPeer {
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
     }
 
@@ -102,7 +102,7 @@ impl EchoPeer {
     }
 }
 
-pub struct Net {
+pub(crate) struct Net {
     poll: Poll,
     events: Events,
     rx: RecvBatch,
@@ -110,7 +110,7 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(peer: Option<EchoPeer>) -> io::Result<Net> {
+    pub(crate) fn new(peer: Option<EchoPeer>) -> io::Result<Net> {
         let poll = Poll::new()?;
         let mut net = Net {
             poll,
@@ -126,7 +126,7 @@ impl Net {
         Ok(net)
     }
 
-    pub fn register(&self, sock: &mut UdpSocket, idx: usize) -> io::Result<()> {
+    pub(crate) fn register(&self, sock: &mut UdpSocket, idx: usize) -> io::Result<()> {
         self.poll
             .registry()
             .register(sock, Token(idx), Interest::READABLE)
@@ -134,7 +134,7 @@ impl Net {
 
     /// Wait up to `timeout` for readiness, then receive everything that is ready and hand
     /// it to `h`; the echo peer is served here too.
-    pub fn turn(&mut self, h: &mut impl Handler, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn turn(&mut self, h: &mut impl Handler, timeout: Duration) -> io::Result<()> {
         let peer_pending = self.peer.as_ref().is_some_and(|p| p.pending);
         let timeout = if peer_pending {
             Duration::ZERO

@@ -7,11 +7,11 @@ use stunnerd::stun::{Class, Message, MessageWriter, Method, StunError, Transacti
 
 /// The one channel every allocation binds: each allocation has its own 5-tuple, so the
 /// number only has to be unique within an allocation.
-pub const CHANNEL: u16 = 0x4000;
+pub(crate) const CHANNEL: u16 = 0x4000;
 
 /// What each allocation does after its Allocate succeeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// ChannelBind, then ChannelData.
     Channel,
     /// CreatePermission, then Send/Data indications.
@@ -19,7 +19,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Channel => "channel",
             Mode::Send => "send",
@@ -29,7 +29,7 @@ impl Mode {
 
 /// The request an allocation is working on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The first Allocate, without credentials: the server answers 401 with REALM and NONCE.
     AllocProbe,
     /// The authenticated Allocate.
@@ -42,7 +42,7 @@ pub enum Step {
 
 impl Step {
     /// The method whose response completes this step.
-    pub fn method(self, mode: Mode) -> Method {
+    pub(crate) fn method(self, mode: Mode) -> Method {
         match self {
             Step::AllocProbe | Step::Alloc => Method::Allocate,
             Step::Bind => match mode {
@@ -56,7 +56,7 @@ impl Step {
 
 impl Step {
     /// How reports name the step.
-    pub fn describe(self, mode: Mode) -> &'static str {
+    pub(crate) fn describe(self, mode: Mode) -> &'static str {
         match (self, mode) {
             (Step::AllocProbe, _) => "Allocate (unauthenticated)",
             (Step::Alloc, _) => "Allocate",
@@ -69,7 +69,7 @@ impl Step {
 
 /// Long-term credentials as sent: USERNAME, REALM, NONCE and the key (MD5 of
 /// `username:realm:password`) for MESSAGE-INTEGRITY.
-pub struct Auth<'a> {
+pub(crate) struct Auth<'a> {
     pub username: &'a str,
     pub realm: &'a [u8],
     pub nonce: &'a [u8],
@@ -77,7 +77,7 @@ pub struct Auth<'a> {
 }
 
 /// Write the request for `step` into `buf`; returns its length.
-pub fn build_request(
+pub(crate) fn build_request(
     buf: &mut [u8],
     step: Step,
     mode: Mode,
@@ -111,7 +111,7 @@ pub fn build_request(
 
 /// The ERROR-CODE of an error response as (code, reason); code 0 when it is missing or
 /// malformed (a server bug worth reporting, not a reason to panic).
-pub fn error_of(msg: &Message<'_>) -> (u16, String) {
+pub(crate) fn error_of(msg: &Message<'_>) -> (u16, String) {
     match msg.get(attr::ERROR_CODE).map(attr::decode_error_code) {
         // Some servers pad the reason with NULs (coturn does): keep it printable.
         Some(Ok((code, reason))) => (code, reason.chars().filter(|c| !c.is_control()).collect()),
@@ -122,10 +122,10 @@ pub fn error_of(msg: &Message<'_>) -> (u16, String) {
 
 /// The payload stamp every load message carries at its start: magic, allocation index,
 /// sequence number and send time. Little-endian: only turnperf reads it.
-pub const STAMP_LEN: usize = 20;
+pub(crate) const STAMP_LEN: usize = 20;
 const STAMP_MAGIC: u32 = 0x3146_5054; // "TPF1"
 
-pub fn write_stamp(out: &mut [u8], idx: u32, seq: u32, ts_ns: u64) {
+pub(crate) fn write_stamp(out: &mut [u8], idx: u32, seq: u32, ts_ns: u64) {
     if let Some(s) = out.get_mut(..STAMP_LEN) {
         s[0..4].copy_from_slice(&STAMP_MAGIC.to_le_bytes());
         s[4..8].copy_from_slice(&idx.to_le_bytes());
@@ -135,7 +135,7 @@ pub fn write_stamp(out: &mut [u8], idx: u32, seq: u32, ts_ns: u64) {
 }
 
 /// (allocation index, sequence, send time) of a stamped payload, or None if it is not ours.
-pub fn read_stamp(p: &[u8]) -> Option<(u32, u32, u64)> {
+pub(crate) fn read_stamp(p: &[u8]) -> Option<(u32, u32, u64)> {
     let s: &[u8; STAMP_LEN] = p.get(..STAMP_LEN)?.try_into().ok()?;
     let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
     if word(0) != STAMP_MAGIC {
@@ -149,7 +149,7 @@ pub fn read_stamp(p: &[u8]) -> Option<(u32, u32, u64)> {
 /// Write one load message for allocation `idx` into `buf`: ChannelData on [`CHANNEL`], or a
 /// Send indication to `peer`. `size` payload bytes, of which the first [`STAMP_LEN`] are the
 /// stamp and the rest whatever the buffer held (content does not matter to a relay).
-pub fn build_data(
+pub(crate) fn build_data(
     buf: &mut [u8],
     mode: Mode,
     peer: SocketAddr,

@@ -13,16 +13,17 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Allocation, Server, admit_for, seal};
+use super::{Allocation, Server, admit_for, refused, seal};
 use crate::snapshot::Snapshot;
 use crate::stun::attr::{self, CONNECTION_ID, XOR_PEER_ADDRESS};
 use crate::stun::{Class, Message, MessageWriter, Method, StunError, TransactionId};
 use crate::turn::auth::Authenticated;
-use crate::turn::policy;
+use crate::turn::session::ConnectionInfo;
 use crate::turn::{
     BIND_WINDOW, CONNECT_TIMEOUT, ClientCtx, ConnectionId, DropReason, Family, FiveTuple,
     MAX_PEER_CONNECTIONS, Now, RelayId, Relays, TransportId,
 };
+use crate::turn::{TurnError, policy};
 
 pub(super) struct PeerConn {
     alloc: u32,
@@ -50,12 +51,6 @@ impl Server {
     /// Live RFC 6062 peer connections (pending, ready or bound).
     pub fn peer_connection_count(&self) -> usize {
         self.peer_conns.len()
-    }
-
-    /// A message the core made on its own (a 447 after a Connect timeout, a
-    /// ConnectionAttempt indication) for a client transport. Drain after every input.
-    pub fn poll_transmit(&mut self) -> Option<(TransportId, Vec<u8>)> {
-        self.outbox.pop_front()
     }
 
     /// The outcome of a connect the core asked for with [`Relays::connect`]. Returns the
@@ -86,7 +81,13 @@ impl Server {
         } else {
             self.peer_conns.remove(&conn.0);
             self.stats.error_responses += 1;
-            connect_response(out, &tid, &key, fingerprint, Err(447))
+            connect_response(
+                out,
+                &tid,
+                &key,
+                fingerprint,
+                Err(TurnError::ConnectionTimeoutOrFailure),
+            )
         };
         match written {
             Ok(len) => Some((control, len)),
@@ -96,7 +97,7 @@ impl Server {
 
     /// A peer connected to the listening socket of TCP relay `relay`. Admitted peers (a
     /// permission for their IP and [`policy::admit`]) get a CONNECTION-ID and the client a
-    /// ConnectionAttempt indication (via [`Server::poll_transmit`]); on `Err` the shell
+    /// ConnectionAttempt indication (through [`Relays::send_to_client`]); on `Err` the shell
     /// closes the connection at once.
     pub fn handle_peer_connection(
         &mut self,
@@ -104,8 +105,9 @@ impl Server {
         snap: &Snapshot,
         relay: RelayId,
         peer: SocketAddr,
+        relays: &mut dyn Relays,
     ) -> Result<ConnectionId, DropReason> {
-        let res = self.peer_connection(now, snap, relay, peer);
+        let res = self.peer_connection(now, snap, relay, peer, relays);
         if let Err(r) = res {
             self.stats.drops[r as usize] += 1;
         }
@@ -118,6 +120,7 @@ impl Server {
         snap: &Snapshot,
         relay: RelayId,
         peer: SocketAddr,
+        relays: &mut dyn Relays,
     ) -> Result<ConnectionId, DropReason> {
         let id = *self.by_relay.get(&relay).ok_or(DropReason::NoAllocation)?;
         let peer = policy::canonical(peer);
@@ -132,7 +135,9 @@ impl Server {
         if !a.permits(peer, now.mono) {
             return Err(DropReason::NoPermission);
         }
-        admit_for(a, snap, peer)?;
+        if let Err(why) = admit_for(a, snap, peer) {
+            return Err(refused(a, peer, why, now.unix));
+        }
         let five = a.five;
         if self.conns_of(id) >= MAX_PEER_CONNECTIONS {
             return Err(DropReason::TooBig);
@@ -161,8 +166,27 @@ impl Server {
             Ok(w.finish())
         })()
         .map_err(|_| DropReason::TooBig)?;
-        self.outbox.push_back((five.transport, buf[..n].to_vec()));
+        relays.send_to_client(five.transport, &buf[..n]);
         Ok(conn)
+    }
+
+    /// Count what the pipe of peer connection `conn` moved (reads from the client data
+    /// connection, reads from the peer: packets are reads, bytes are payload) for its
+    /// session. The shell calls this once per pipe wakeup, not per read.
+    pub fn count_pipe(&mut self, conn: ConnectionId, to_peer: (u64, u64), to_client: (u64, u64)) {
+        let Some(c) = self.peer_conns.get(&conn.0) else {
+            return;
+        };
+        if let Some(a) = self
+            .allocs
+            .get_mut(c.alloc as usize)
+            .and_then(Option::as_mut)
+        {
+            a.traffic.to_peer_packets += to_peer.0;
+            a.traffic.to_peer_bytes += to_peer.1;
+            a.traffic.to_client_packets += to_client.0;
+            a.traffic.to_client_bytes += to_client.1;
+        }
     }
 
     /// The shell closed a peer connection or the client data connection piped to it.
@@ -191,7 +215,7 @@ impl Server {
             }
         }
         for &k in &refused {
-            self.fail_peer_conn(k, 403, relays);
+            self.fail_peer_conn(k, TurnError::Forbidden, relays);
         }
         refused.len()
     }
@@ -205,39 +229,46 @@ impl Server {
         msg: &Message<'_>,
         auth: &Authenticated,
         relays: &mut dyn Relays,
-    ) -> Result<(), u16> {
+    ) -> Result<(), TurnError> {
         let id = self.owned(ctx, auth)?;
         let peer = msg
             .get(XOR_PEER_ADDRESS)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_xor_addr(v, msg.transaction_id()).map_err(|_| 400))?;
+            .ok_or(TurnError::BadRequest)
+            .and_then(|v| {
+                attr::decode_xor_addr(v, msg.transaction_id()).map_err(|_| TurnError::BadRequest)
+            })?;
         let peer = policy::canonical(peer);
         let a: &mut Allocation = self
             .allocs
             .get_mut(id as usize)
             .and_then(Option::as_mut)
-            .ok_or(500u16)?;
+            .ok_or(TurnError::ServerError)?;
         if !a.tcp {
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
         if Family::of(peer.ip()) != Family::of(a.relayed.ip()) {
-            return Err(443);
+            return Err(TurnError::PeerAddressFamilyMismatch);
         }
         // The one admission function, before any connection attempt.
-        admit_for(a, snap, peer).map_err(|_| 403u16)?;
+        admit_for(a, snap, peer).map_err(|why| {
+            refused(a, peer, why, now.unix);
+            TurnError::Forbidden
+        })?;
         let relay = a.relay;
         if self
             .peer_conns
             .values()
             .any(|c| c.alloc == id && c.peer == peer)
         {
-            return Err(446);
+            return Err(TurnError::ConnectionAlreadyExists);
         }
         if self.conns_of(id) >= MAX_PEER_CONNECTIONS {
-            return Err(447);
+            return Err(TurnError::ConnectionTimeoutOrFailure);
         }
         let conn = self.new_conn_id();
-        relays.connect(relay, peer, conn).map_err(|_| 447u16)?;
+        relays
+            .connect(relay, peer, conn)
+            .map_err(|_| TurnError::ConnectionTimeoutOrFailure)?;
         self.peer_conns.insert(
             conn.0,
             PeerConn {
@@ -263,26 +294,26 @@ impl Server {
         msg: &Message<'_>,
         auth: &Authenticated,
         out: &mut [u8],
-    ) -> Result<(usize, ConnectionId), u16> {
+    ) -> Result<(usize, ConnectionId), TurnError> {
         let five = FiveTuple {
             transport: ctx.transport,
             client: ctx.client,
         };
         // A control connection cannot become a data connection.
         if self.by_client.contains_key(&five) {
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
         let conn = msg
             .get(CONNECTION_ID)
-            .ok_or(400u16)
-            .and_then(|v| attr::decode_u32(v).map_err(|_| 400))?;
-        let c = self.peer_conns.get(&conn).ok_or(400u16)?;
+            .ok_or(TurnError::BadRequest)
+            .and_then(|v| attr::decode_u32(v).map_err(|_| TurnError::BadRequest))?;
+        let c = self.peer_conns.get(&conn).ok_or(TurnError::BadRequest)?;
         if !matches!(c.state, State::Ready) || c.deadline <= now.mono {
-            return Err(400);
+            return Err(TurnError::BadRequest);
         }
-        let a = self.alloc(c.alloc).ok_or(400u16)?;
+        let a = self.alloc(c.alloc).ok_or(TurnError::BadRequest)?;
         if a.user != *auth.user() {
-            return Err(441);
+            return Err(TurnError::WrongCredentials);
         }
         let w = MessageWriter::new(
             out,
@@ -290,7 +321,7 @@ impl Server {
             Class::Success,
             msg.transaction_id(),
         )
-        .map_err(|_| 500u16)?;
+        .map_err(|_| TurnError::ServerError)?;
         let len = seal(w, auth, msg)?;
         if let Some(c) = self.peer_conns.get_mut(&conn) {
             c.state = State::Bound;
@@ -300,6 +331,12 @@ impl Server {
 
     /// The control connection's address of the allocation whose peer connection a
     /// ConnectionBind names, if it is on the IP of `data` (the data connection).
+    /// The allocation a ConnectionBind's CONNECTION-ID belongs to.
+    pub(super) fn connection_alloc(&self, msg: &Message<'_>) -> Option<u32> {
+        let conn = attr::decode_u32(msg.get(CONNECTION_ID)?).ok()?;
+        self.peer_conns.get(&conn).map(|c| c.alloc)
+    }
+
     pub(super) fn control_client_of(
         &self,
         msg: &Message<'_>,
@@ -323,12 +360,12 @@ impl Server {
             .map(|(&k, _)| k)
             .collect();
         for k in expired {
-            self.fail_peer_conn(k, 447, relays);
+            self.fail_peer_conn(k, TurnError::ConnectionTimeoutOrFailure, relays);
         }
     }
 
     /// Close peer connection `k`; a Connect still under way gets error `code`.
-    fn fail_peer_conn(&mut self, k: u32, code: u16, relays: &mut dyn Relays) {
+    fn fail_peer_conn(&mut self, k: u32, code: TurnError, relays: &mut dyn Relays) {
         let Some(c) = self.peer_conns.remove(&k) else {
             return;
         };
@@ -343,7 +380,7 @@ impl Server {
             let mut buf = [0u8; 128];
             if let Ok(n) = connect_response(&mut buf, &tid, &key, fingerprint, Err(code)) {
                 self.stats.error_responses += 1;
-                self.outbox.push_back((control, buf[..n].to_vec()));
+                relays.send_to_client(control, &buf[..n]);
             }
         }
     }
@@ -363,6 +400,26 @@ impl Server {
             self.peer_conns.remove(&k);
             relays.close_peer(ConnectionId(k));
         }
+    }
+
+    /// The peer connections of allocation `id`, for its session entry.
+    pub(super) fn connections_of(&self, id: u32) -> Vec<ConnectionInfo> {
+        let mut v: Vec<ConnectionInfo> = self
+            .peer_conns
+            .iter()
+            .filter(|(_, c)| c.alloc == id)
+            .map(|(&k, c)| ConnectionInfo {
+                id: k,
+                peer: c.peer,
+                state: match c.state {
+                    State::Connecting { .. } => "connecting",
+                    State::Ready => "ready",
+                    State::Bound => "bound",
+                },
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
     }
 
     fn conns_of(&self, id: u32) -> usize {
@@ -387,7 +444,7 @@ fn connect_response(
     tid: &TransactionId,
     key: &[u8; 16],
     fingerprint: bool,
-    result: Result<ConnectionId, u16>,
+    result: Result<ConnectionId, TurnError>,
 ) -> Result<usize, StunError> {
     let class = if result.is_ok() {
         Class::Success
@@ -397,7 +454,7 @@ fn connect_response(
     let mut w = MessageWriter::new(out, Method::Connect, class, tid)?;
     match result {
         Ok(conn) => w.add_u32(CONNECTION_ID, conn.0)?,
-        Err(code) => w.add_error_code(code)?,
+        Err(e) => w.add_error_code(e.code())?,
     }
     w.add_integrity(key)?;
     if fingerprint {

@@ -242,9 +242,9 @@ fn connect_times_out_with_447_after_30s() {
     h.tcp_allocate(&mut c);
     let conn = h.connect_pending(&mut c, "127.0.0.1:9000");
     h.advance(29);
-    assert!(h.server.poll_transmit().is_none());
+    assert!(h.relays.sent.pop_front().is_none());
     h.advance(2);
-    let (to, r) = h.server.poll_transmit().expect("447 after the timeout");
+    let (to, r) = h.relays.sent.pop_front().expect("447 after the timeout");
     assert_eq!(to, CONTROL);
     assert_eq!(code_of(&r), Some(447));
     assert!(Message::parse(&r).unwrap().verify_integrity(&c.key));
@@ -310,7 +310,12 @@ fn connection_bind_pipes_a_new_connection_of_the_same_user() {
     // A bound connection does not time out; it closes with its allocation.
     h.advance(60);
     assert!(h.relays.closed_peers.is_empty());
-    h.server.close_transport(CONTROL, &mut h.relays);
+    h.server.close_transport(
+        CONTROL,
+        crate::turn::session::DeleteReason::ConnectionClosed,
+        h.now,
+        &mut h.relays,
+    );
     assert_eq!(h.relays.closed_peers, vec![conn]);
     assert_eq!(h.server.peer_connection_count(), 0);
 }
@@ -319,7 +324,7 @@ fn connection_bind_pipes_a_new_connection_of_the_same_user() {
 fn connection_bind_by_another_user_is_441() {
     let mut h = Harness::local();
     h.snap.auth = Auth::Ephemeral {
-        secret: b"s3cret".to_vec(),
+        secrets: vec![b"s3cret".to_vec()],
     };
     let unix = h.now.unix;
     let rest_client = |h: &Harness, addr: &str, username: String| {
@@ -365,7 +370,10 @@ fn unbound_connections_close_after_the_30s_bind_window() {
     assert!(h.relays.closed_peers.is_empty());
     h.advance(6);
     assert_eq!(h.relays.closed_peers, vec![conn]);
-    assert!(h.server.poll_transmit().is_none(), "no 447 for a ready one");
+    assert!(
+        h.relays.sent.pop_front().is_none(),
+        "no 447 for a ready one"
+    );
     let mut d = h.client("192.0.2.7:4001");
     let r = h.treq(
         &mut d,
@@ -385,9 +393,11 @@ fn peer_connections_need_a_permission_and_admission() {
     let relay = RelayId(0);
     let peer: SocketAddr = "127.0.0.1:9000".parse().unwrap();
     // No permission yet: refused.
-    let r = h.server.handle_peer_connection(h.now, &h.snap, relay, peer);
+    let r = h
+        .server
+        .handle_peer_connection(h.now, &h.snap, relay, peer, &mut h.relays);
     assert_eq!(r, Err(DropReason::NoPermission));
-    assert!(h.server.poll_transmit().is_none());
+    assert!(h.relays.sent.pop_front().is_none());
     let r = h.treq(
         &mut c,
         CONTROL,
@@ -398,9 +408,9 @@ fn peer_connections_need_a_permission_and_admission() {
     assert_eq!(Message::parse(&r.reply()).unwrap().class(), Class::Success);
     let conn = h
         .server
-        .handle_peer_connection(h.now, &h.snap, relay, peer)
+        .handle_peer_connection(h.now, &h.snap, relay, peer, &mut h.relays)
         .unwrap();
-    let (to, ind) = h.server.poll_transmit().expect("ConnectionAttempt");
+    let (to, ind) = h.relays.sent.pop_front().expect("ConnectionAttempt");
     assert_eq!(to, CONTROL);
     let m = Message::parse(&ind).unwrap();
     assert_eq!(
@@ -414,15 +424,15 @@ fn peer_connections_need_a_permission_and_admission() {
     let mapped: SocketAddr = "[::ffff:127.0.0.1]:9001".parse().unwrap();
     assert!(
         h.server
-            .handle_peer_connection(h.now, &h.snap, relay, mapped)
+            .handle_peer_connection(h.now, &h.snap, relay, mapped, &mut h.relays)
             .is_ok()
     );
-    h.server.poll_transmit().unwrap();
+    h.relays.sent.pop_front().unwrap();
     // No permission for 10.0.0.1 (and CreatePermission would be 403: private under a wildcard).
     let private: SocketAddr = "10.0.0.1:9000".parse().unwrap();
     assert!(
         h.server
-            .handle_peer_connection(h.now, &h.snap, relay, private)
+            .handle_peer_connection(h.now, &h.snap, relay, private, &mut h.relays)
             .is_err()
     );
     // The 30 s bind window applies to accepted connections too.
@@ -457,7 +467,12 @@ fn control_connection_close_closes_every_peer_connection() {
     let a = h.connect_pending(&mut c, "127.0.0.1:9000");
     let b = h.connect_pending(&mut c, "127.0.0.1:9001");
     h.connect_result(b, true).unwrap();
-    h.server.close_transport(CONTROL, &mut h.relays);
+    h.server.close_transport(
+        CONTROL,
+        crate::turn::session::DeleteReason::ConnectionClosed,
+        h.now,
+        &mut h.relays,
+    );
     let mut closed = h.relays.closed_peers.clone();
     closed.sort();
     assert_eq!(closed, vec![a, b]);
@@ -507,13 +522,14 @@ fn a_new_config_closes_peer_connections_it_no_longer_admits() {
     assert_eq!(h.server.peer_connection_count(), 1);
     // The Connect under way is answered 403 on the control connection.
     let (to, r) = h
-        .server
-        .poll_transmit()
+        .relays
+        .sent
+        .pop_front()
         .expect("an answer to the pending Connect");
     assert_eq!(to, CONTROL);
     assert_eq!(code_of(&r), Some(403));
     assert!(Message::parse(&r).unwrap().verify_integrity(&c.key));
-    assert!(h.server.poll_transmit().is_none());
+    assert!(h.relays.sent.pop_front().is_none());
     // A late connect result for it is not wanted; a new Connect to the peer is 403.
     assert!(h.connect_result(connecting, true).is_none());
     let r = h.treq(
@@ -548,4 +564,108 @@ fn connection_bind_accepts_the_control_connections_nonce_from_the_same_ip() {
     // From the control connection's IP, for a connection of its allocation: bound.
     let r = bind(&mut h, &d, conn.0);
     assert!(matches!(r, Out::Bind(_, b) if b == conn), "{r:?}");
+}
+
+#[test]
+fn a_tcp_session_lists_its_peer_connections_and_pipe_traffic_and_kill_closes_them() {
+    let mut h = Harness::local();
+    let mut c = h.client("192.0.2.7:4000");
+    h.tcp_allocate(&mut c);
+    let a = h.connect_pending(&mut c, "127.0.0.1:9000");
+    h.connect_result(a, true).unwrap();
+    let b = h.connect_pending(&mut c, "127.0.0.1:9001");
+    let mut d = h.client("192.0.2.7:4001");
+    let r = h.treq(
+        &mut d,
+        DATA,
+        true,
+        Method::ConnectionBind,
+        &[conn_attr(a.0)],
+    );
+    assert!(matches!(r, Out::Bind(..)));
+    h.server.count_pipe(a, (2, 300), (1, 40));
+    h.server.count_pipe(a, (1, 5), (0, 0));
+
+    let list = h.server.sessions(h.now);
+    assert_eq!(list.len(), 1);
+    let s = &list[0];
+    assert_eq!(s.relay_transport, "tcp");
+    assert_eq!(s.client, c.addr);
+    let conns: Vec<(u32, String, &str)> = s
+        .connections
+        .iter()
+        .map(|c| (c.id, c.peer.to_string(), c.state))
+        .collect();
+    assert_eq!(
+        conns,
+        vec![
+            (a.0, "127.0.0.1:9000".to_string(), "bound"),
+            (b.0, "127.0.0.1:9001".to_string(), "connecting"),
+        ]
+    );
+    assert_eq!(
+        (s.traffic.to_peer_packets, s.traffic.to_peer_bytes),
+        (3, 305)
+    );
+    assert_eq!(
+        (s.traffic.to_client_packets, s.traffic.to_client_bytes),
+        (1, 40)
+    );
+
+    let killed = h.server.kill(
+        h.now,
+        &crate::turn::session::Selector::Id(s.id),
+        &mut h.relays,
+    );
+    assert_eq!(killed, vec![s.id]);
+    let mut closed = h.relays.closed_peers.clone();
+    closed.sort();
+    assert_eq!(closed, vec![a, b], "both peer connections close with it");
+    assert_eq!(h.server.peer_connection_count(), 0);
+    let r = h.treq(&mut c, CONTROL, true, Method::Refresh, &[]);
+    assert_eq!(code_of(&r.reply()), Some(437));
+}
+
+#[test]
+fn connect_and_connection_bind_outlive_the_rotation_of_their_secret() {
+    let mut h = Harness::local();
+    h.snap.auth = Auth::Ephemeral {
+        secrets: vec![b"old".to_vec()],
+    };
+    let username = format!("{}:alice", h.now.unix + 100);
+    let rest_client = |h: &Harness, addr: &str, secret: &[u8]| {
+        let mut c = h.client(addr);
+        c.key = long_term_key(&username, REALM_, &rest_password(secret, &username));
+        c.username = username.clone();
+        c
+    };
+    let mut alice = rest_client(&h, "192.0.2.7:4000", b"old");
+    h.tcp_allocate(&mut alice);
+    // The reload removes the old secret.
+    h.snap.auth = Auth::Ephemeral {
+        secrets: vec![b"new".to_vec()],
+    };
+    h.snap.generation += 1;
+    let conn = h.connect_pending(&mut alice, "127.0.0.1:9000");
+    h.connect_result(conn, true).unwrap();
+    // The data connection binds with the allocation's credential...
+    let mut data = rest_client(&h, "192.0.2.7:4002", b"old");
+    let r = h.treq(
+        &mut data,
+        DATA,
+        true,
+        Method::ConnectionBind,
+        &[conn_attr(conn.0)],
+    );
+    assert!(matches!(r, Out::Bind(_, c) if c == conn), "{r:?}");
+    // ...but a new TCP allocation with it is refused.
+    let mut again = rest_client(&h, "192.0.2.7:4003", b"old");
+    let r = h.treq(
+        &mut again,
+        TransportId(102),
+        true,
+        Method::Allocate,
+        &[tcp()],
+    );
+    assert_eq!(code_of(&r.reply()), Some(401));
 }
