@@ -207,3 +207,25 @@ fn systemd_unit_example() {
         out.status.code()
     );
 }
+
+/// The config shown in the README (its first `yaml` block) parses as shown.
+#[test]
+fn readme_config_block_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let block: String = readme
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a yaml block")
+        .to_string();
+    let parsed = parse_config(&block, &pod_env)
+        .unwrap_or_else(|e| panic!("README's config does not validate:\n{e}\n{block}"));
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let l = &parsed.config.listeners[0];
+    assert_eq!(
+        (l.port, l.min_relay_port, l.max_relay_port),
+        (3478, Some(49152), Some(65535))
+    );
+    assert_eq!(parsed.config.clusters[0].endpoints, ["127.0.0.1/32"]);
+}
