@@ -229,3 +229,19 @@ fn readme_config_block_parses() {
     );
     assert_eq!(parsed.config.clusters[0].endpoints, ["127.0.0.1/32"]);
 }
+
+/// The container image's /stunnerd.conf: one TURN-UDP listener on $STUNNER_ADDR:3478 routed
+/// to the public Internet.
+#[test]
+fn container_example() {
+    let c = load("stunnerd-container.yaml").config;
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, ListenerProtocol::TurnUdp);
+    assert_eq!((l.address.as_str(), l.port), ("10.0.0.5", 3478));
+    assert_eq!(c.clusters[0].endpoints, ["0.0.0.0/0"]);
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"))
+            .expect("Dockerfile");
+    assert!(dockerfile.contains("config/stunnerd-container.yaml out/stunnerd.conf"));
+    assert!(dockerfile.contains(r#"CMD ["stunnerd", "-c", "/stunnerd.conf"]"#));
+}
