@@ -168,6 +168,19 @@ pub struct Cli {
     #[arg(long = "socket-buffer-size", value_name = "BYTES", default_value_t = 4 << 20)]
     pub socket_buffer_size: usize,
 
+    /// Bytes per second of UDP answers larger than their request sent to one source prefix
+    /// (/32, /64) that has not shown it receives them (no valid nonce yet: Binding
+    /// responses, 401 challenges), for the whole daemon; the excess is dropped and counted
+    /// (stunnerd_listener_unverified_drops_total), so a spoofed victim gets at most this
+    /// much from us. 0: no limit. Our extension.
+    #[arg(
+        long = "preauth-budget",
+        value_name = "BYTES_PER_SEC",
+        env = "STUNNERD_PREAUTH_BUDGET",
+        default_value_t = crate::transport::preauth::DEFAULT_BYTES_PER_SEC
+    )]
+    pub preauth_budget: u32,
+
     /// Verbose logging, same as `-l all:DEBUG` (an explicit `-l` wins).
     #[arg(
         short = 'v',
@@ -644,6 +657,7 @@ impl fmt::Debug for Cli {
             .field("dry_run", &self.dry_run)
             .field("force_ready_status", &self.force_ready_status)
             .field("socket_buffer_size", &self.socket_buffer_size)
+            .field("preauth_budget", &self.preauth_budget)
             .field("verbose", &self.verbose)
             .field("cds_server_address", &self.cds_server_address)
             .field("cds_server_namespace", &self.cds_server_namespace)

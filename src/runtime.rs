@@ -35,6 +35,7 @@ use crate::snapshot::{Snapshot, Store};
 use crate::source::watch::Watch;
 use crate::source::{self, Env, Sink, SourceEvent};
 use crate::transport::pool::Workers;
+use crate::transport::worker::Limits;
 
 /// Env var naming the longest graceful drain in seconds; unset: until the last allocation
 /// ends (Kubernetes ends it with SIGKILL after `terminationGracePeriodSeconds` anyway).
@@ -180,7 +181,11 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
     let workers = if cli.dry_run {
         None
     } else {
-        match Workers::start(&store, cli.udp_threads()) {
+        let limits = Limits {
+            preauth_bytes_per_sec: cli.preauth_budget,
+            ..Limits::default()
+        };
+        match Workers::start(&store, cli.udp_threads(), limits) {
             Ok(w) => Some(Arc::new(w)),
             Err(msg) => return fail(&msg),
         }

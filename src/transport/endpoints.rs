@@ -14,7 +14,7 @@ use super::core::Io;
 use super::dtls::{DtlsListener, DtlsSession};
 use super::relay::{RelaySock, Reservations, TcpRelay, open_udp};
 use super::slab::Slab;
-use super::stats::ListenerCounters;
+use super::stats::{CloseReason, ListenerCounters};
 use super::stream::{Conn, StreamListener};
 use super::tcp_relay::PeerConn;
 use super::udp::UdpListener;
@@ -82,7 +82,7 @@ pub(super) struct Endpoints {
     pub(super) peers: FxHashMap<u32, usize>,
     /// Client connections to close once the current call into the core has returned
     /// (their peer connection closed, or they could not take a write).
-    pub(super) doomed: Vec<usize>,
+    pub(super) doomed: Vec<(usize, CloseReason)>,
     /// Live client connections (stream), bounded by [`MAX_CONNS`].
     pub(super) conns: usize,
     /// Live DTLS sessions, bounded by [`MAX_SESSIONS`].
@@ -127,7 +127,8 @@ impl Endpoints {
         match self.slab.get_mut(key) {
             Some(Endpoint::Conn(c)) => {
                 let closed = !c.send(bytes, &self.registry, key);
-                self.doomed.extend(closed.then_some(key));
+                self.doomed
+                    .extend(closed.then_some((key, CloseReason::WriteFailed)));
             }
             Some(Endpoint::DtlsSession(s)) => s.send(bytes),
             _ => {}
@@ -228,7 +229,7 @@ impl Relays for Endpoints {
         if let Some(Endpoint::PeerConn(mut p)) = self.slab.remove(key) {
             p.deregister(&self.registry);
             if let Some(c) = p.client {
-                self.doomed.push(c);
+                self.doomed.push((c, CloseReason::PipeEnded));
             }
         }
     }
@@ -271,7 +272,7 @@ pub(super) fn on_ring(slab: &Slab<Endpoint>, slot: u32, generation: u32) -> bool
 pub(super) fn deliver_to(
     slab: &mut Slab<Endpoint>,
     registry: &Registry,
-    doomed: &mut Vec<usize>,
+    doomed: &mut Vec<(usize, CloseReason)>,
     to: ToClient<'_>,
 ) {
     let key = to.transport.0 as usize;
@@ -279,7 +280,7 @@ pub(super) fn deliver_to(
         Some(Endpoint::UdpListener(l)) => l.queue(to.bytes, to.client),
         Some(Endpoint::Conn(c)) => {
             let closed = !c.send(to.bytes, registry, key);
-            doomed.extend(closed.then_some(key));
+            doomed.extend(closed.then_some((key, CloseReason::WriteFailed)));
         }
         Some(Endpoint::DtlsSession(s)) => s.send(to.bytes),
         _ => {}

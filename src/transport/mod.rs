@@ -32,6 +32,7 @@ pub mod dtls;
 mod endpoints;
 pub mod mmsg;
 pub mod pool;
+pub mod preauth;
 pub mod relay;
 mod slab;
 pub mod sockopt;

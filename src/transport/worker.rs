@@ -23,9 +23,10 @@ use super::core::{ByteStream, Core, Io, canonical_client};
 use super::dtls::{DtlsListener, DtlsSession, DtlsTimers, MAX_HALF_OPEN, MAX_SESSIONS};
 use super::endpoints::{Endpoint, Endpoints, deliver_to, on_ring};
 use super::mmsg::RecvBatch;
+use super::preauth::PreauthBudget;
 use super::relay::Reservations;
 use super::slab::Slab;
-use super::stats::{ClusterCounters, StatsSlot, merge};
+use super::stats::{CloseReason, ClusterCounters, StatsSlot, merge};
 use super::stream::{ACCEPT_BUDGET, Accepted, ConnEvent, MAX_CONNS, StreamListener};
 use super::tcp_relay::{self, PeerConn, Pumped};
 use super::udp::{LISTENER_BATCH, MAX_DATAGRAM, SEND_SLOT, UdpListener};
@@ -33,6 +34,7 @@ use super::uring::{self, Completion, RelayRing};
 use crate::config::ListenerProtocol;
 use crate::snapshot::diff::{ListenerChange, Plan};
 use crate::snapshot::{Listener, Snapshot, SnapshotCache};
+use crate::turn::logs::{Limiter, Suppressed};
 use crate::turn::session::{DeleteReason, Selector, SessionInfo};
 use crate::turn::{ConnectionId, FiveTuple, HEADROOM, Now, RelayId, Relays, Server, TransportId};
 
@@ -50,6 +52,9 @@ const DTLS_BUDGET: usize = 64;
 const WAKER: Token = Token(usize::MAX);
 /// The relay ring's file descriptor: readable when completions wait.
 const RING: Token = Token(usize::MAX - 1);
+
+/// Abnormal client connection closes (all workers), one log line a second.
+static CONN_CLOSES: Limiter = Limiter::new();
 
 /// Messages from the runtime to a worker.
 #[derive(Debug)]
@@ -82,6 +87,25 @@ pub struct Worker {
     want_ring: bool,
 }
 
+/// Limits a worker enforces, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes per second of answers larger than their request to one unverified UDP source
+    /// prefix, for the whole daemon (0: no limit); see `transport::preauth`.
+    pub preauth_bytes_per_sec: u32,
+    /// Workers sharing the limits.
+    pub workers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            preauth_bytes_per_sec: super::preauth::DEFAULT_BYTES_PER_SEC,
+            workers: 1,
+        }
+    }
+}
+
 /// The runtime's handle on a worker.
 pub struct Handle {
     pub waker: Arc<Waker>,
@@ -97,6 +121,7 @@ impl Worker {
         server: Server,
         control: Receiver<Control>,
         reservations: Arc<Reservations>,
+        limits: Limits,
     ) -> io::Result<(Worker, Handle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -118,6 +143,11 @@ impl Worker {
             eps,
             core: Core {
                 server,
+                preauth: PreauthBudget::new(
+                    limits.preauth_bytes_per_sec,
+                    limits.workers,
+                    Instant::now(),
+                ),
                 scratch: vec![0; SEND_SLOT],
                 worker: index,
             },
@@ -307,8 +337,8 @@ impl Worker {
     /// Close the connections that must go, now that the core call that doomed them has
     /// returned.
     fn after_core(&mut self) {
-        while let Some(key) = self.eps.doomed.pop() {
-            self.close_conn(key);
+        while let Some((key, reason)) = self.eps.doomed.pop() {
+            self.close_conn(key, reason);
         }
     }
 
@@ -434,7 +464,7 @@ impl Worker {
                         .map(|(k, _)| k)
                         .collect();
                     for c in conns {
-                        self.close_conn(c);
+                        self.close_conn(c, CloseReason::ListenerStopped);
                     }
                 }
                 Endpoint::DtlsListener(mut l) => {
@@ -506,13 +536,14 @@ impl Worker {
         self.eps.slab.put_back(key, Endpoint::Conn(c));
         match event {
             ConnEvent::Keep => false,
-            ConnEvent::Close => {
-                self.close_conn(key);
+            ConnEvent::More => true,
+            ConnEvent::Close(reason) => {
+                self.close_conn(key, reason);
                 false
             }
             ConnEvent::Bound { conn, early } => {
                 let Some(&peer) = self.eps.peers.get(&conn.0) else {
-                    self.close_conn(key);
+                    self.close_conn(key, CloseReason::PipeEnded);
                     return false;
                 };
                 if let Some(Endpoint::PeerConn(p)) = self.eps.slab.get_mut(peer) {
@@ -529,7 +560,7 @@ impl Worker {
         match self.eps.peers.get(&conn.0) {
             Some(&peer) => self.pump(peer),
             None => {
-                self.close_conn(key);
+                self.close_conn(key, CloseReason::PipeEnded);
                 false
             }
         }
@@ -566,18 +597,31 @@ impl Worker {
         self.eps.slab.release(peer);
         self.eps.peers.remove(&p.conn.0);
         self.core.server.close_peer_connection(p.conn);
-        self.close_conn(client);
+        self.close_conn(client, CloseReason::PipeEnded);
         false
     }
 
-    /// Close client connection `key`, the allocation on it and its pipe.
-    fn close_conn(&mut self, key: usize) {
+    /// Close client connection `key`, the allocation on it and its pipe; counted under
+    /// `reason`, and logged (rate-limited) when the reason is abnormal.
+    fn close_conn(&mut self, key: usize, reason: CloseReason) {
         let Some(Endpoint::Conn(c)) = self.eps.slab.remove(key) else {
             return;
         };
         self.eps.conns -= 1;
+        if reason.is_abnormal() {
+            if let Some(n) = CONN_CLOSES.admit(super::now().unix) {
+                info!(
+                    target: "listener",
+                    "listener {}: connection from {} closed: {}{}",
+                    c.listener_name(),
+                    c.client,
+                    reason.as_str(),
+                    Suppressed(n)
+                );
+            }
+        }
         let (listener, pipe) = (c.listener, c.pipe);
-        let counters = c.close(self.poll.registry());
+        let counters = c.close(self.poll.registry(), reason);
         if let Some(l) = self
             .eps
             .slab
@@ -934,6 +978,7 @@ impl Worker {
     /// out handshakes, and run the DTLS timers as a backstop.
     fn expire(&mut self, now: Now) {
         self.retransmit_flights(now);
+        self.core.preauth.sweep(now.mono);
         let server = &self.core.server;
         let expired: Vec<(usize, bool)> = self
             .eps
@@ -960,8 +1005,7 @@ impl Worker {
             if session {
                 self.close_session(key);
             } else {
-                tracing::debug!(target: "listener", "closing idle connection {key}");
-                self.close_conn(key);
+                self.close_conn(key, CloseReason::Idle);
             }
         }
         self.after_core();

@@ -100,6 +100,11 @@ pub enum ClientOutput<'a> {
     Drop(DropReason),
     /// A response of this many bytes is in the output buffer: send it back to the client.
     Reply(usize),
+    /// The same, to a request whose source has not shown that it receives what we send
+    /// (no valid nonce: a Binding, a 401 challenge, a 438, a 400 or 420). Its source address
+    /// may be spoofed, so a UDP shell bounds how many bytes of these beyond the request's
+    /// own size it sends to one source (RFC 8656 section 21, amplification).
+    Unverified(usize),
     /// Send `payload` from `relay` to `peer`.
     Forward {
         relay: RelayId,

@@ -126,8 +126,12 @@ struct Channel {
 /// Result of request handling before it is written out.
 enum Answer {
     Error(TurnError),
-    /// An error that needs REALM and NONCE (401, 438).
-    Challenge(TurnError),
+    /// An error that needs REALM and NONCE (401, 438); `proven`: the request carried a
+    /// valid nonce, so its source has shown it receives what we send.
+    Challenge {
+        error: TurnError,
+        proven: bool,
+    },
     /// 420 with the unknown attribute types.
     Unknown([u16; 8], usize),
 }
@@ -135,6 +139,8 @@ enum Answer {
 /// A request handled without error.
 enum Done {
     Reply(usize),
+    /// A Binding response: nothing about its source is known.
+    Unverified(usize),
     /// A Connect under way.
     Pending,
     /// ConnectionBind: reply, then pipe.
@@ -213,7 +219,10 @@ impl Server {
                 self.stats.to_peer_packets += 1;
                 self.stats.to_peer_bytes += payload.len() as u64;
             }
-            ClientOutput::Reply(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
+            ClientOutput::Reply(_)
+            | ClientOutput::Unverified(_)
+            | ClientOutput::Pending
+            | ClientOutput::Bind { .. } => {}
         }
         out
     }

@@ -159,7 +159,9 @@ impl Harness {
             &mut self.out,
             &mut self.relays,
         ) {
-            ClientOutput::Reply(n) => Outcome::Reply(self.out[..n].to_vec()),
+            ClientOutput::Reply(n) | ClientOutput::Unverified(n) => {
+                Outcome::Reply(self.out[..n].to_vec())
+            }
             ClientOutput::Drop(r) => Outcome::Drop(r),
             ClientOutput::Forward {
                 relay,

@@ -21,6 +21,7 @@ mod ops_util;
 
 mod cli;
 mod config_examples;
+mod hostile;
 mod k8s_auth_rotation;
 mod k8s_divergences;
 mod k8s_e2e;

@@ -218,6 +218,27 @@ fn uclient_over_dtls_static_and_rest() {
     }
 }
 
+/// Large datagrams (issue 13): ChannelData and Send/Data of 16,000 bytes are relayed over
+/// UDP and TCP, and 60,000 bytes over UDP (the loopback MTU allows it; a real path
+/// fragments); DTLS carries up to a record's 16 KiB. turnutils_uclient sends and checks
+/// every message.
+#[test]
+fn large_datagrams_are_relayed_on_every_transport() {
+    let mut s = start(false, false);
+    for (port, flags, size) in [
+        (s.udp, &["-c"][..], 16_000),
+        (s.udp, &[][..], 16_000),
+        (s.udp, &["-c"][..], 60_000),
+        (s.tcp, &["-t", "-c"][..], 16_000),
+        (s.tcp, &["-t"][..], 16_000),
+        (s.tls, &["-t", "-S", "-c"][..], 16_000),
+        (s.dtls, &["-S", "-c"][..], 16_000),
+    ] {
+        let r = uclient(port, false, flags, size);
+        check(&r, &mut s);
+    }
+}
+
 /// An RSA certificate serves DTLS (openssl) and TLS (rustls) as well as the ECDSA one the
 /// other tests use.
 #[test]

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::{NamedTempFile, TempDir, TempPath};
 
+pub mod netns;
+pub use netns::in_netns;
+
 pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub const REALM: &str = "stunner.l7mp.io";
 pub const USER: &str = "user";
@@ -862,4 +865,15 @@ pub fn describe(server: &Server) -> String {
         server.spec.udp_threads
     );
     s
+}
+
+/// Resident set size of a process we started, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
