@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use super::types::normalize_offload_engine;
 use super::{
@@ -25,9 +25,9 @@ use super::{
 
 /// Parse JSON or YAML text (YAML is a superset of JSON) into a value tree.
 pub(super) fn parse_tree(text: &str) -> Result<Value, ConfigError> {
-    let mut tree: Value = serde_yaml::from_str(text)
+    let mut tree: Value = serde_norway::from_str(text)
         .map_err(|e| ConfigError::single("", format!("cannot parse config: {e}")))?;
-    // Upstream's YAML library honours `<<` merge keys; serde_yaml needs to be asked.
+    // Upstream's YAML library honours `<<` merge keys; serde_norway needs to be asked.
     tree.apply_merge()
         .map_err(|e| ConfigError::single("", format!("cannot parse config: {e}")))?;
     Ok(tree)

@@ -393,7 +393,7 @@ impl DtlsListener {
                 ),
             )
         })?;
-        let socks = sockopt::listener_sockets(l.port).map_err(|e| {
+        let socks = sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind UDP port {}: {e}", l.name, l.port),

@@ -116,7 +116,7 @@ impl StreamListener {
                 ));
             }
         };
-        let socks = sockopt::tcp_listener_sockets(l.port).map_err(|e| {
+        let socks = sockopt::tcp_listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind TCP port {}: {e}", l.name, l.port),

@@ -46,7 +46,7 @@ pub struct UdpListener {
 impl UdpListener {
     /// The sockets of a TURN-UDP listener (IPv4 and, where the host has it, IPv6).
     pub fn bind(l: &Listener) -> io::Result<Vec<UdpListener>> {
-        let socks = sockopt::listener_sockets(l.port).map_err(|e| {
+        let socks = sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind UDP port {}: {e}", l.name, l.port),

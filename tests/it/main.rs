@@ -47,4 +47,6 @@ mod rfc6062;
 mod secret_rotation;
 mod transport_bounds;
 mod transports;
+// Drives the turnperf binary, which only builds with `--features turnperf`.
+#[cfg(feature = "turnperf")]
 mod turnperf;

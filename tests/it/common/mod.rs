@@ -393,7 +393,12 @@ pub fn binding_request() -> ([u8; 20], [u8; 12]) {
 /// Sends STUN Binding requests to `addr` until any response with our transaction id comes
 /// back (success or error). Bounded: 50 tries x 100 ms.
 pub fn wait_udp_ready(addr: SocketAddr) -> Result<(), String> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    let from: SocketAddr = if addr.is_ipv6() {
+        "[::1]:0".parse().map_err(|e| format!("{e}"))?
+    } else {
+        SocketAddrV4::new(LOCALHOST, 0).into()
+    };
+    let sock = UdpSocket::bind(from).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
