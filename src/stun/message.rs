@@ -3,7 +3,7 @@
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-use super::attr::{FINGERPRINT, MESSAGE_INTEGRITY};
+use super::attr::{FINGERPRINT, MESSAGE_INTEGRITY, MESSAGE_INTEGRITY_SHA256};
 use super::{
     Class, FINGERPRINT_XOR, HEADER_LEN, MAGIC_COOKIE, Method, StunError, TransactionId,
     split_message_type,
@@ -24,8 +24,9 @@ pub struct Message<'a> {
     integrity: Option<usize>,
     /// Whether the message carried a (valid) FINGERPRINT.
     fingerprint: bool,
-    /// End of the attributes that count: everything after MESSAGE-INTEGRITY except
-    /// FINGERPRINT must be ignored (RFC 8489 section 14.5).
+    /// End of the attributes that count: everything after MESSAGE-INTEGRITY or
+    /// MESSAGE-INTEGRITY-SHA256 except FINGERPRINT must be ignored (RFC 8489 sections 14.5,
+    /// 14.6).
     attrs_end: usize,
 }
 
@@ -71,6 +72,9 @@ impl<'a> Message<'a> {
             fingerprint: false,
             attrs_end: buf.len(),
         };
+        // Where the attributes that count end: at the first MESSAGE-INTEGRITY or
+        // MESSAGE-INTEGRITY-SHA256, else at FINGERPRINT (RFC 8489 sections 14.5-14.7).
+        let mut counted_end = None;
         let mut off = HEADER_LEN;
         while off < buf.len() {
             let (t, vlen) = attr_header(buf, off)?;
@@ -80,13 +84,16 @@ impl<'a> Message<'a> {
                 return Err(StunError::BadAttribute);
             }
             match t {
-                MESSAGE_INTEGRITY if msg.integrity.is_none() => {
+                MESSAGE_INTEGRITY if counted_end.is_none() => {
                     if vlen != 20 {
                         return Err(StunError::BadAttribute);
                     }
                     msg.integrity = Some(off);
-                    msg.attrs_end = off;
+                    counted_end = Some(off);
                 }
+                // We do not verify SHA-256 integrity, but everything after it except
+                // FINGERPRINT must be ignored (section 14.6), a later MESSAGE-INTEGRITY too.
+                MESSAGE_INTEGRITY_SHA256 if counted_end.is_none() => counted_end = Some(off),
                 FINGERPRINT => {
                     if vlen != 4 || next != buf.len() {
                         return Err(StunError::BadFingerprint);
@@ -95,14 +102,13 @@ impl<'a> Message<'a> {
                         return Err(StunError::BadFingerprint);
                     }
                     msg.fingerprint = true;
-                    if msg.integrity.is_none() {
-                        msg.attrs_end = off;
-                    }
+                    counted_end.get_or_insert(off);
                 }
                 _ => {}
             }
             off = next;
         }
+        msg.attrs_end = counted_end.unwrap_or(buf.len());
         Ok(msg)
     }
 
@@ -133,7 +139,8 @@ impl<'a> Message<'a> {
         self.fingerprint
     }
 
-    /// The attributes before MESSAGE-INTEGRITY (or before FINGERPRINT), in order.
+    /// The attributes before MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 (or before
+    /// FINGERPRINT), in order.
     pub fn attrs(&self) -> AttrIter<'a> {
         AttrIter {
             buf: self.buf.get(..self.attrs_end).unwrap_or_default(),

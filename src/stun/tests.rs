@@ -187,6 +187,43 @@ fn attributes_after_integrity_are_ignored() {
     assert!(msg.verify_integrity(b"k"));
 }
 
+/// Found by the differential fuzz target (fuzz/fuzz_targets/stun_diff.rs): RFC 8489 section
+/// 14.6 says attributes after MESSAGE-INTEGRITY-SHA256, other than FINGERPRINT, are ignored,
+/// so a MESSAGE-INTEGRITY after it must not authenticate the message, and the attributes
+/// that count end before it.
+#[test]
+fn attributes_after_integrity_sha256_are_ignored() {
+    let tid = [2u8; 12];
+    let key = b"k";
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(&mut buf, Method::Allocate, Class::Request, &tid).unwrap();
+    w.add_u32(LIFETIME, 600).unwrap();
+    w.add(MESSAGE_INTEGRITY_SHA256, &[0u8; 32]).unwrap();
+    w.add_u32(LIFETIME, 0).unwrap();
+    w.add_integrity(key).unwrap();
+    w.add_fingerprint().unwrap();
+    let n = w.finish();
+    let msg = Message::parse(&buf[..n]).unwrap();
+    let types: Vec<u16> = msg.attrs().map(|a| a.typ).collect();
+    assert_eq!(types, [LIFETIME]);
+    assert_eq!(decode_u32(msg.get(LIFETIME).unwrap()).unwrap(), 600);
+    assert!(!msg.has_integrity());
+    assert!(!msg.verify_integrity(key));
+    assert!(msg.has_fingerprint());
+
+    // MESSAGE-INTEGRITY then MESSAGE-INTEGRITY-SHA256 is the order RFC 8489 senders use:
+    // the SHA-1 integrity still counts.
+    let mut w = MessageWriter::new(&mut buf, Method::Allocate, Class::Request, &tid).unwrap();
+    w.add_u32(LIFETIME, 600).unwrap();
+    w.add_integrity(key).unwrap();
+    w.add(MESSAGE_INTEGRITY_SHA256, &[0u8; 32]).unwrap();
+    let n = w.finish();
+    let msg = Message::parse(&buf[..n]).unwrap();
+    assert!(msg.has_integrity());
+    assert!(msg.verify_integrity(key));
+    assert_eq!(msg.attrs().count(), 1);
+}
+
 #[test]
 fn rejects_malformed_headers() {
     let good = hex(SAMPLE_REQUEST);
