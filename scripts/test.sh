@@ -33,13 +33,10 @@ t=$(date +%s)
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}" bash scripts/dockerfile-build-steps.sh
 elapsed "$t"
 
-step "cargo build --release --locked"
-t=$(date +%s)
-cargo build --release --locked
-elapsed "$t"
-
 # The README's first command, verbatim, from a clean clone in a network namespace of its own,
-# answering a STUN Binding and relaying for turnutils_uclient (reuses target/ for dependencies).
+# answering a STUN Binding and relaying for turnutils_uclient (reuses target/ for dependencies;
+# its `cargo run --release` is also the release build of the checkout: the Dockerfile step
+# above builds the release binary with --locked).
 step "README's first command from a clean clone (scripts/readme-first-command.sh)"
 t=$(date +%s)
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}" bash scripts/readme-first-command.sh
