@@ -18,7 +18,7 @@
 # pps is delivered messages/s back at the clients (each message crosses the relay twice:
 # client->peer and peer->client, or client->client with -y).
 #
-# Needs: target/release/turnperf (cargo build --release), taskset (util-linux), ss
+# Needs: target/release/turnperf (cargo build --release --features turnperf), taskset (util-linux), ss
 # (iproute2), awk; `--server coturn` needs Debian's coturn (turnserver).
 #
 # Safety: only 127.0.0.1; every loop is bounded in count and time (at most --steps steps,
@@ -103,7 +103,7 @@ case "$SERVER" in
 esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 [ -n "$TURNPERF" ] || TURNPERF=target/release/turnperf
-[ -x "$TURNPERF" ] || { echo "turnperf-max: $TURNPERF not found (cargo build --release)" >&2; exit 2; }
+[ -x "$TURNPERF" ] || { echo "turnperf-max: $TURNPERF not found (cargo build --release --features turnperf)" >&2; exit 2; }
 for b in ss awk timeout taskset; do
   command -v "$b" >/dev/null 2>&1 || { echo "turnperf-max: missing $b" >&2; exit 2; }
 done

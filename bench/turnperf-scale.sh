@@ -31,7 +31,7 @@
 # --min-port/--max-port 20000-65000 (10000-65535 beyond 40000 allocations) and user/total
 # quotas of 0 (unlimited).
 #
-# Needs: target/release/turnperf (cargo build --release), ss (iproute2), awk; coturn mode
+# Needs: target/release/turnperf (cargo build --release --features turnperf), ss (iproute2), awk; coturn mode
 # needs Debian's coturn (turnserver).
 #
 # Safety: only loopback addresses (127.0.0.1-3); every wait is bounded; the one server and the one
@@ -99,7 +99,7 @@ case "$SERVER" in
 esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 [ -n "$TURNPERF" ] || TURNPERF=target/release/turnperf
-[ -x "$TURNPERF" ] || { echo "turnperf-scale: $TURNPERF not found (cargo build --release)" >&2; exit 2; }
+[ -x "$TURNPERF" ] || { echo "turnperf-scale: $TURNPERF not found (cargo build --release --features turnperf)" >&2; exit 2; }
 for b in ss awk timeout; do
   command -v "$b" >/dev/null 2>&1 || { echo "turnperf-scale: missing $b" >&2; exit 2; }
 done

@@ -66,7 +66,7 @@ fn server_with_channel(snap: &Snapshot, now: Now, client: SocketAddr, peer: Sock
     let n = MessageWriter::new(&mut req, Method::Allocate, Class::Request, &[1; 12])
         .unwrap()
         .finish();
-    let ClientOutput::Reply(len) =
+    let ClientOutput::Unverified(len) =
         server.handle_client(now, snap, ctx, &req[..n], &mut out, &mut relays)
     else {
         panic!("no challenge")

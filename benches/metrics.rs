@@ -71,6 +71,9 @@ fn state(n: usize) -> Arc<AdminState> {
                         kernel_rx_drops: 2,
                         tx_drops: 1,
                         handshakes: 1,
+                        unverified_drops: 0,
+                        closes: [0; 9],
+                        refused: 0,
                     })
                     .collect();
                 r.clusters = (0..n)

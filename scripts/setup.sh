@@ -32,7 +32,13 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)
 # strace: tests/ops_reload.rs counts the file-system calls of idle watchers with it.
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
-# Build dependencies: openssl-sys (TURN-DTLS) links the system OpenSSL via pkg-config.
+# scripts/dockerfile-build-steps.sh: `file` checks the static binary, binutils' `strip`
+# strips it; scripts/readme-first-command.sh clones the repository with git.
+command -v file >/dev/null 2>&1 || need_apt+=(file)
+command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+# Build dependencies: openssl-sys (TURN-DTLS) links the system OpenSSL via pkg-config
+# (libssl-dev also holds the static libraries the container image's build links).
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 

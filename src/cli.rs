@@ -168,6 +168,52 @@ pub struct Cli {
     #[arg(long = "socket-buffer-size", value_name = "BYTES", default_value_t = 4 << 20)]
     pub socket_buffer_size: usize,
 
+    /// Bytes per second of UDP answers larger than their request sent to one source prefix
+    /// (/32, /64) that has not shown it receives them (no valid nonce yet: Binding
+    /// responses, 401 challenges), for the whole daemon; the excess is dropped and counted
+    /// (stunnerd_listener_unverified_drops_total), so a spoofed victim gets at most this
+    /// much from us. 0: no limit. Our extension.
+    #[arg(
+        long = "preauth-budget",
+        value_name = "BYTES_PER_SEC",
+        env = "STUNNERD_PREAUTH_BUDGET",
+        default_value_t = crate::transport::preauth::DEFAULT_BYTES_PER_SEC
+    )]
+    pub preauth_budget: u32,
+
+    /// Unauthenticated TCP/TLS connections (accepted, no allocation yet) from one source
+    /// address; beyond it new ones are closed at once (counted). Generous by default for
+    /// clients behind one NAT or a load balancer that rewrites addresses. Our extension.
+    #[arg(
+        long = "max-unauth-per-ip",
+        value_name = "N",
+        env = "STUNNERD_MAX_UNAUTH_PER_IP",
+        default_value_t = crate::transport::budget::DEFAULT_PER_IP
+    )]
+    pub max_unauth_per_ip: usize,
+
+    /// Allocations one TURN REST credential may hold when `admin.user_quota` is unset
+    /// (static users stay unlimited; 486 beyond it). 0: no cap. Our extension.
+    #[arg(
+        long = "ephemeral-quota",
+        value_name = "N",
+        env = "STUNNERD_EPHEMERAL_QUOTA",
+        default_value_t = crate::transport::budget::DEFAULT_EPHEMERAL_QUOTA
+    )]
+    pub ephemeral_quota: u32,
+
+    /// Bytes per second each allocation may send to its peers (ChannelData and Send), with
+    /// a second's worth of burst; datagrams over it are dropped and counted
+    /// (stunnerd_dropped_packets_total{reason="rate_limited"}). 0: no limit (default). Our
+    /// extension.
+    #[arg(
+        long = "allocation-rate",
+        value_name = "BYTES_PER_SEC",
+        env = "STUNNERD_ALLOCATION_RATE",
+        default_value_t = 0
+    )]
+    pub allocation_rate: u32,
+
     /// Verbose logging, same as `-l all:DEBUG` (an explicit `-l` wins).
     #[arg(
         short = 'v',
@@ -644,6 +690,10 @@ impl fmt::Debug for Cli {
             .field("dry_run", &self.dry_run)
             .field("force_ready_status", &self.force_ready_status)
             .field("socket_buffer_size", &self.socket_buffer_size)
+            .field("preauth_budget", &self.preauth_budget)
+            .field("max_unauth_per_ip", &self.max_unauth_per_ip)
+            .field("ephemeral_quota", &self.ephemeral_quota)
+            .field("allocation_rate", &self.allocation_rate)
             .field("verbose", &self.verbose)
             .field("cds_server_address", &self.cds_server_address)
             .field("cds_server_namespace", &self.cds_server_namespace)

@@ -34,7 +34,9 @@ use crate::log::{self, LogHandle};
 use crate::snapshot::{Snapshot, Store};
 use crate::source::watch::Watch;
 use crate::source::{self, Env, Sink, SourceEvent};
+use crate::transport::budget::Budgets;
 use crate::transport::pool::Workers;
+use crate::transport::worker::Limits;
 
 /// Env var naming the longest graceful drain in seconds; unset: until the last allocation
 /// ends (Kubernetes ends it with SIGKILL after `terminationGracePeriodSeconds` anyway).
@@ -180,7 +182,24 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
     let workers = if cli.dry_run {
         None
     } else {
-        match Workers::start(&store, cli.udp_threads()) {
+        let nofile = crate::transport::sockopt::raise_nofile();
+        let budgets = Budgets::new(
+            usize::try_from(nofile).unwrap_or(usize::MAX),
+            cli.max_unauth_per_ip,
+            cli.ephemeral_quota,
+        );
+        let (alloc, unauth, per_ip) = budgets.limits();
+        info!(
+            target: "stunnerd",
+            "file descriptors: {nofile}; budgets: {alloc} for allocations, {unauth} unauthenticated connections ({per_ip} per address)"
+        );
+        let limits = Limits {
+            preauth_bytes_per_sec: cli.preauth_budget,
+            allocation_rate: cli.allocation_rate,
+            workers: cli.udp_threads(),
+            budgets,
+        };
+        match Workers::start(&store, cli.udp_threads(), limits) {
             Ok(w) => Some(Arc::new(w)),
             Err(msg) => return fail(&msg),
         }

@@ -22,7 +22,7 @@ use stunnerd::snapshot::{Snapshot, Store, long_term_key};
 use stunnerd::stun::{Class, Message, MessageWriter, Method, attr};
 use stunnerd::transport::relay::Reservations;
 use stunnerd::transport::uring::RelayRing;
-use stunnerd::transport::worker::{Control, Worker};
+use stunnerd::transport::worker::{Control, Limits, Worker};
 use stunnerd::turn::Server;
 use stunnerd::turn::auth::NonceKey;
 
@@ -106,6 +106,7 @@ fn relay_without_allocating(io_uring: bool) {
         server,
         rx,
         Reservations::new(),
+        Limits::default(),
     )
     .unwrap();
     worker.set_io_uring(io_uring);

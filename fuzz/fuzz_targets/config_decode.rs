@@ -51,6 +51,6 @@ fuzz_target!(|data: &[u8]| {
     let config = parsed.config;
     let json = serde_json::to_string(&config).expect("a config serialises to JSON");
     round_trip(&config, &json, "JSON");
-    let yaml = serde_yaml::to_string(&config).expect("a config serialises to YAML");
+    let yaml = serde_norway::to_string(&config).expect("a config serialises to YAML");
     round_trip(&config, &yaml, "YAML");
 });

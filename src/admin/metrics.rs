@@ -17,6 +17,7 @@ use super::http::{Body, respond};
 use super::process::ProcessSample;
 use super::{AdminState, ReloadResult};
 use crate::config::ListenerProtocol;
+use crate::transport::stats::CloseReason;
 use crate::turn::DropReason;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -205,6 +206,44 @@ pub fn render(state: &AdminState) -> String {
             "stunnerd_listener_send_drops_total",
             &[("name", &l.name)],
             l.tx_drops,
+        );
+    }
+    w.family(
+        "stunnerd_listener_unverified_drops_total",
+        "counter",
+        "UDP answers to sources without a valid nonce not sent: beyond the per-source amplification budget (--preauth-budget)",
+    );
+    for l in &r.listeners {
+        w.sample(
+            "stunnerd_listener_unverified_drops_total",
+            &[("name", &l.name)],
+            l.unverified_drops,
+        );
+    }
+    w.family(
+        "stunnerd_listener_closes_total",
+        "counter",
+        "TCP/TLS client connections closed at a listener, by reason",
+    );
+    for l in r.listeners.iter().filter(|l| l.protocol.uses_tcp()) {
+        for reason in CloseReason::ALL {
+            w.sample(
+                "stunnerd_listener_closes_total",
+                &[("name", &l.name), ("reason", reason.as_str())],
+                l.closes[reason as usize],
+            );
+        }
+    }
+    w.family(
+        "stunnerd_listener_refused_total",
+        "counter",
+        "TCP/TLS connections closed at accept: unauthenticated connections at their bound (total or per address)",
+    );
+    for l in r.listeners.iter().filter(|l| l.protocol.uses_tcp()) {
+        w.sample(
+            "stunnerd_listener_refused_total",
+            &[("name", &l.name)],
+            l.refused,
         );
     }
     w.family(

@@ -316,7 +316,7 @@ fn load_file(text: &str) -> Result<(String, Value), String> {
     let checkable = text.replace(store::NODE_ADDRESS_PLACEHOLDER, "127.0.0.1");
     let parsed = config::parse_config(&checkable, &|_: &str| None)
         .map_err(|e| format!("invalid config: {}", one_line(&e.to_string())))?;
-    let value: Value = serde_yaml::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+    let value: Value = serde_norway::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
     let id = parsed.config.admin.name;
     if id.split('/').count() != 2 {
         warn!(target: "cds-server", "config admin.name {id:?} is not <namespace>/<name>: clients cannot ask for it");

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use super::types::normalize_offload_engine;
 use super::{
@@ -30,13 +30,13 @@ pub(super) fn parse_tree(text: &str) -> Result<Value, ConfigError> {
     // holding one of those characters differs from the JSON one (found by
     // fuzz/fuzz_targets/config_decode.rs: a value did not survive serialise-then-decode).
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
-        if let Ok(tree) = serde_yaml::to_value(json) {
+        if let Ok(tree) = serde_norway::to_value(json) {
             return Ok(tree);
         }
     }
-    let mut tree: Value = serde_yaml::from_str(text)
+    let mut tree: Value = serde_norway::from_str(text)
         .map_err(|e| ConfigError::single("", format!("cannot parse config: {e}")))?;
-    // Upstream's YAML library honours `<<` merge keys; serde_yaml needs to be asked.
+    // Upstream's YAML library honours `<<` merge keys; serde_norway needs to be asked.
     tree.apply_merge()
         .map_err(|e| ConfigError::single("", format!("cannot parse config: {e}")))?;
     Ok(tree)

@@ -1,7 +1,7 @@
 //! Environment expansion of config text (spec §2.1.4) and the `STUNNER_PORT` fallback
 //! (spec §1.3), and the exemption of credentials from expansion (spec §2.1.5).
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::decode::{untag, untag_mut};
 

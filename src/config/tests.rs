@@ -294,7 +294,7 @@ fn json_round_trip_of_serialize() {
     let json = serde_json::to_string(&full).unwrap();
     // Listener addresses are already expanded; nothing in the output needs the env.
     assert_eq!(parse(&json).config, full);
-    let yaml = serde_yaml::to_string(&full).unwrap();
+    let yaml = serde_norway::to_string(&full).unwrap();
     assert_eq!(parse(&yaml).config, full);
 }
 

@@ -328,6 +328,59 @@ fn turn_uri_variants() {
     assert_eq!(c.listeners[0].port, 3479);
 }
 
+/// A loopback TURN URI serves this machine only: its listener binds the loopback address
+/// and its route opens loopback peers (a wildcard never does); any other host keeps the
+/// wildcard bind and the wildcard route alone.
+#[test]
+fn turn_uri_on_loopback_admits_loopback_peers_and_binds_loopback() {
+    use crate::snapshot::Snapshot;
+    use crate::turn::policy::{Denied, admit};
+    use std::net::{IpAddr, SocketAddr};
+
+    let peer = |s: &str| s.parse::<SocketAddr>().unwrap();
+    for (uri, bind) in [
+        ("turn://u:p@127.0.0.1:3478", "127.0.0.1"),
+        ("turn://u:p@127.0.1.1:3478?transport=tcp", "127.0.1.1"),
+        ("turn://u:p@localhost", "127.0.0.1"),
+    ] {
+        let c = from_turn_uri(uri).unwrap();
+        assert_eq!(
+            c.clusters[0].endpoints,
+            ["0.0.0.0/0", "127.0.0.0/8"],
+            "{uri}"
+        );
+        let snap = Snapshot::build(c, 1).unwrap();
+        let l = &snap.listeners[0];
+        assert_eq!(l.bind_ip(), Some(bind.parse::<IpAddr>().unwrap()), "{uri}");
+        assert!(admit(&snap, l, peer("127.0.0.1:3490")).is_ok(), "{uri}");
+        assert!(admit(&snap, l, peer("127.5.6.7:9")).is_ok(), "{uri}");
+        assert!(
+            admit(&snap, l, peer("[::ffff:127.0.0.1]:3490")).is_ok(),
+            "{uri}"
+        );
+        assert!(admit(&snap, l, peer("8.8.8.8:53")).is_ok(), "{uri}");
+        // Only loopback opens: other special-purpose ranges stay closed.
+        for denied in ["10.0.0.1:1", "169.254.169.254:80", "192.168.1.1:1"] {
+            assert_eq!(
+                admit(&snap, l, peer(denied)),
+                Err(Denied::SpecialPurpose),
+                "{uri} {denied}"
+            );
+        }
+    }
+
+    let c = from_turn_uri("turn://u:p@1.2.3.4:3478").unwrap();
+    assert_eq!(c.clusters[0].endpoints, ["0.0.0.0/0"]);
+    let snap = Snapshot::build(c, 1).unwrap();
+    let l = &snap.listeners[0];
+    assert_eq!(l.bind_ip(), None);
+    assert_eq!(
+        admit(&snap, l, peer("127.0.0.1:3490")),
+        Err(Denied::SpecialPurpose)
+    );
+    assert!(admit(&snap, l, peer("8.8.8.8:53")).is_ok());
+}
+
 #[test]
 fn turn_uri_errors() {
     let err = |uri: &str| match from_turn_uri(uri) {

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 
+use super::types::parse_listener_address;
 use super::validate::validate_with;
 use super::{
     API_VERSION, AdminConfig, AuthConfig, AuthType, ClusterConfig, ClusterProtocol, ClusterType,
@@ -18,6 +19,10 @@ const PATH: &str = "uri";
 /// once, with the system resolver, since the listener `address` must be an IP). User and
 /// password are mandatory and percent-decoded. TLS/DTLS listeners are returned without
 /// cert/key: the transport layer generates a self-signed pair.
+///
+/// The route `allow-any` admits `0.0.0.0/0`; when the host is a loopback address it also
+/// admits `127.0.0.0/8` (the wildcard never opens special-purpose ranges), and the listener
+/// then binds that loopback address only.
 ///
 /// Error messages never repeat the URI, because it carries a password.
 pub fn from_turn_uri(uri: &str) -> Result<StunnerConfig, ConfigError> {
@@ -63,6 +68,14 @@ pub fn from_turn_uri(uri: &str) -> Result<StunnerConfig, ConfigError> {
         (other, _) => return Err(fail(format!("unknown transport {other:?}"))),
     };
 
+    // A loopback URI serves this machine only (its listener binds the loopback address, see
+    // `snapshot::Listener::bind_ip`), so its route also opens the loopback peers a local
+    // client relays to (turnutils_peer, a local media server): the wildcard never opens them.
+    let mut endpoints = vec!["0.0.0.0/0".to_string()];
+    if parse_listener_address(&address).is_some_and(|ip| ip.is_loopback()) {
+        endpoints.push("127.0.0.0/8".to_string());
+    }
+
     let config = StunnerConfig {
         version: API_VERSION.to_string(),
         admin: AdminConfig::default(),
@@ -91,7 +104,7 @@ pub fn from_turn_uri(uri: &str) -> Result<StunnerConfig, ConfigError> {
             name: "allow-any".to_string(),
             cluster_type: ClusterType::Static,
             protocol: ClusterProtocol::Udp,
-            endpoints: vec!["0.0.0.0/0".to_string()],
+            endpoints,
         }],
     };
     validate_with(&config, false)?;

@@ -227,10 +227,10 @@ fn parse_yaml_doc(text: &str, first_line: usize) -> Result<Option<Value>, String
     }) {
         return Ok(None);
     }
-    // Through serde_yaml's own Value first: it refuses duplicate keys (as kubectl does),
+    // Through serde_norway's own Value first: it refuses duplicate keys (as kubectl does),
     // where decoding straight into a JSON map would silently keep the last one, e.g. when
     // two files are concatenated without a `---` between them.
-    let yaml = serde_yaml::from_str::<serde_yaml::Value>(text)
+    let yaml = serde_norway::from_str::<serde_norway::Value>(text)
         .map_err(|e| format!("invalid YAML: {}", shift_lines(&e.to_string(), first_line)))?;
     match serde_json::to_value(&yaml) {
         Ok(Value::Null) => Ok(None),
@@ -239,7 +239,7 @@ fn parse_yaml_doc(text: &str, first_line: usize) -> Result<Option<Value>, String
     }
 }
 
-/// serde_yaml counts lines from the start of the document; rewrite every `line N` in its
+/// serde_norway counts lines from the start of the document; rewrite every `line N` in its
 /// message to a line of the file.
 fn shift_lines(msg: &str, first_line: usize) -> String {
     const KEY: &str = "line ";

@@ -80,7 +80,7 @@ fn push_doc<T: Serialize>(s: &mut String, comment: &str, v: &T) {
 }
 
 fn yaml<T: Serialize>(v: &T) -> String {
-    let mut text = serde_yaml::to_string(v).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    let mut text = serde_norway::to_string(v).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
     if !text.ends_with('\n') {
         text.push('\n');
     }

@@ -6,11 +6,16 @@ use tracing::info;
 use crate::snapshot::diff::ListenerChange;
 use crate::snapshot::{Listener, Snapshot};
 
-/// `TURN-UDP on port 3478 (all interfaces), address 127.0.0.1, public 1.2.3.4:3478, relay
-/// ports 10000-20000`: protocol, port, advertised and public addresses, relay port range.
+/// `TURN-UDP on port 3478 (all interfaces), address 1.2.3.4, public 1.2.3.4:3478, relay
+/// ports 10000-20000`: protocol, port, where it binds (a loopback address binds only itself:
+/// `(127.0.0.1 only)`), advertised and public addresses, relay port range.
 pub(super) fn describe(snap: &Snapshot, l: &Listener) -> String {
+    let bound = match l.bind_ip() {
+        Some(ip) => format!("{ip} only"),
+        None => "all interfaces".to_string(),
+    };
     let mut s = format!(
-        "{} on port {} (all interfaces), address {}",
+        "{} on port {} ({bound}), address {}",
         l.protocol.as_str(),
         l.port,
         l.relay_ip
@@ -100,9 +105,21 @@ mod tests {
         let snap = Snapshot::build(cfg, 2).unwrap();
         let l = &snap.listeners[0];
         let d = describe(&snap, l);
+        // A loopback listener binds its address only; any other binds every interface.
         assert!(
             d.starts_with(&format!(
-                "TURN-UDP on port {} (all interfaces), address ",
+                "TURN-UDP on port {} (127.0.0.1 only), address 127.0.0.1",
+                l.port
+            )),
+            "{d}"
+        );
+        let mut cfg = snap.config.clone();
+        cfg.listeners[0].address = "203.0.113.5".into();
+        let wide = Snapshot::build(cfg, 3).unwrap();
+        let d = describe(&wide, &wide.listeners[0]);
+        assert!(
+            d.starts_with(&format!(
+                "TURN-UDP on port {} (all interfaces), address 203.0.113.5",
                 l.port
             )),
             "{d}"

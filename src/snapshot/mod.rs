@@ -111,6 +111,16 @@ pub struct Listener {
     pub cert_files: Vec<std::path::PathBuf>,
 }
 
+impl Listener {
+    /// The one address the listener's sockets bind, or `None` for the wildcard. A loopback
+    /// `address` (`127.0.0.0/8`, `::1`, `localhost`) binds that address only, so such a
+    /// listener, whose routes may open loopback peers (a TURN URI on `127.0.0.1` does), is
+    /// never reachable from other hosts. Any other address is only advertised, as upstream.
+    pub fn bind_ip(&self) -> Option<IpAddr> {
+        self.relay_ip.is_loopback().then_some(self.relay_ip)
+    }
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     pub name: Arc<str>,

@@ -10,11 +10,14 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use super::preauth::PreauthBudget;
 use crate::turn::{ClientOutput, ConnectionId, Now, RelayId, Relays, Server};
 
 /// The TURN core of one worker and the buffer it writes answers into.
 pub struct Core {
     pub server: Server,
+    /// Bytes of answers to unverified UDP sources, per source prefix (amplification).
+    pub preauth: PreauthBudget,
     /// Output buffer for answers to stream and DTLS clients and for Data indications.
     pub scratch: Vec<u8>,
     /// The worker's number, for log lines.
@@ -51,14 +54,24 @@ pub(super) enum Applied {
 }
 
 /// Apply the core's answer to a client message: a reply of `n` bytes, written into the
-/// buffer the caller gave the core, goes to `reply(n)` (the client's own sink: a UDP send
-/// slot, a stream connection, a DTLS session); a forward leaves through its relay socket.
+/// buffer the caller gave the core, goes to `reply(n, unverified)` (the client's own sink:
+/// a UDP send slot, a stream connection, a DTLS session; `unverified`: its source has not
+/// shown that it receives what we send, see [`ClientOutput::Unverified`]); a forward leaves
+/// through its relay socket.
 #[inline]
-pub(super) fn apply(out: ClientOutput<'_>, io: &mut impl Io, reply: impl FnOnce(usize)) -> Applied {
+pub(super) fn apply(
+    out: ClientOutput<'_>,
+    io: &mut impl Io,
+    reply: impl FnOnce(usize, bool),
+) -> Applied {
     match out {
         ClientOutput::Drop(_) | ClientOutput::Pending => Applied::Done,
         ClientOutput::Reply(n) => {
-            reply(n);
+            reply(n, false);
+            Applied::Done
+        }
+        ClientOutput::Unverified(n) => {
+            reply(n, true);
             Applied::Done
         }
         ClientOutput::Forward {

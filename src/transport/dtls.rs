@@ -393,7 +393,7 @@ impl DtlsListener {
                 ),
             )
         })?;
-        let socks = sockopt::listener_sockets(l.port).map_err(|e| {
+        let socks = sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
@@ -565,7 +565,8 @@ impl DtlsSession {
         }
         if keep && self.established {
             let listener_idx = snap.listener(&self.counters.name).map(|(i, _)| i);
-            let mut record = [0u8; 4096];
+            // A DTLS record carries at most 2^14 bytes of plaintext (RFC 6347 section 4.1).
+            let mut record = [0u8; 16 * 1024];
             for _ in 0..MAX_QUEUED {
                 let n = match self.stream.ssl_read(&mut record) {
                     Ok(0) => {
@@ -594,7 +595,7 @@ impl DtlsSession {
                     core.server
                         .handle_client(now, snap, ctx, &record[..n], &mut core.scratch, io);
                 let (stream, scratch) = (&mut self.stream, &core.scratch);
-                apply(answer, io, |len| {
+                apply(answer, io, |len, _| {
                     let _ = stream.ssl_write(&scratch[..len]);
                 });
             }

@@ -10,17 +10,18 @@ use std::sync::Arc;
 use mio::Registry;
 use rustc_hash::FxHashMap;
 
+use super::budget::Budgets;
 use super::core::Io;
 use super::dtls::{DtlsListener, DtlsSession};
 use super::relay::{RelaySock, Reservations, TcpRelay, open_udp};
 use super::slab::Slab;
-use super::stats::ListenerCounters;
+use super::stats::{CloseReason, ListenerCounters};
 use super::stream::{Conn, StreamListener};
 use super::tcp_relay::PeerConn;
 use super::udp::UdpListener;
 use super::uring::{self, GENERATION_MASK, RelayRing};
 use crate::turn::{
-    ConnectionId, Opened, RelayError, RelayId, RelayRequest, Relays, ToClient, TransportId,
+    ConnectionId, Opened, Quota, RelayError, RelayId, RelayRequest, Relays, ToClient, TransportId,
 };
 
 /// Everything a worker polls.
@@ -78,11 +79,13 @@ pub(super) struct Endpoints {
     /// Receives to start again after a drain of the ring (kept to avoid allocating).
     pub(super) rearm: Vec<(u32, u32, i32)>,
     pub(super) reservations: Arc<Reservations>,
+    /// The daemon's descriptor, connection and quota budgets (`budget.rs`).
+    pub(super) budgets: Arc<Budgets>,
     /// RFC 6062 peer connections: endpoint key by CONNECTION-ID.
     pub(super) peers: FxHashMap<u32, usize>,
     /// Client connections to close once the current call into the core has returned
     /// (their peer connection closed, or they could not take a write).
-    pub(super) doomed: Vec<usize>,
+    pub(super) doomed: Vec<(usize, CloseReason)>,
     /// Live client connections (stream), bounded by [`MAX_CONNS`].
     pub(super) conns: usize,
     /// Live DTLS sessions, bounded by [`MAX_SESSIONS`].
@@ -127,7 +130,8 @@ impl Endpoints {
         match self.slab.get_mut(key) {
             Some(Endpoint::Conn(c)) => {
                 let closed = !c.send(bytes, &self.registry, key);
-                self.doomed.extend(closed.then_some(key));
+                self.doomed
+                    .extend(closed.then_some((key, CloseReason::WriteFailed)));
             }
             Some(Endpoint::DtlsSession(s)) => s.send(bytes),
             _ => {}
@@ -137,6 +141,102 @@ impl Endpoints {
 
 impl Relays for Endpoints {
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
+        if !self.budgets.take_alloc_fd() {
+            return Err(RelayError::Exhausted);
+        }
+        let opened = self.open_socket(req);
+        if opened.is_err() {
+            self.budgets.give_alloc_fd();
+        }
+        opened
+    }
+
+    fn close(&mut self, relay: RelayId) {
+        let key = relay.0 as usize;
+        let generation = self.relay_generation(key);
+        match self.slab.get_mut(key) {
+            Some(Endpoint::Relay(s)) => {
+                if s.on_ring {
+                    // The kernel holds the socket until the receive is cancelled.
+                    if let Some(ring) = &mut self.ring {
+                        ring.cancel(key as u32, generation);
+                    }
+                } else {
+                    s.deregister(&self.registry);
+                }
+            }
+            Some(Endpoint::TcpRelay(t)) => t.deregister(&self.registry),
+            _ => return,
+        }
+        self.slab.remove(key);
+        self.budgets.give_alloc_fd();
+    }
+
+    fn connect(
+        &mut self,
+        relay: RelayId,
+        peer: SocketAddr,
+        conn: ConnectionId,
+    ) -> Result<(), RelayError> {
+        let Some(Endpoint::TcpRelay(t)) = self.slab.get(relay.0 as usize) else {
+            return Err(RelayError::Family);
+        };
+        if !self.budgets.take_alloc_fd() {
+            return Err(RelayError::Exhausted);
+        }
+        let connected = t.connect(peer).and_then(|stream| {
+            self.insert_registered(
+                Endpoint::PeerConn(PeerConn::new(stream, conn, true)),
+                |e, r, k| match e {
+                    Endpoint::PeerConn(p) => p.register(r, k),
+                    _ => Ok(()),
+                },
+            )
+            .map_err(|_| RelayError::Exhausted)
+        });
+        match connected {
+            Ok(key) => {
+                self.peers.insert(conn.0, key);
+                Ok(())
+            }
+            Err(e) => {
+                self.budgets.give_alloc_fd();
+                Err(e)
+            }
+        }
+    }
+
+    fn reserve_quota(&mut self, key: &Arc<str>, quota: Quota) -> bool {
+        self.budgets.take_quota(key, quota)
+    }
+
+    fn release_quota(&mut self, key: &Arc<str>) {
+        self.budgets.give_quota(key);
+    }
+
+    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
+        self.message_to_client(transport, bytes);
+    }
+
+    fn close_peer(&mut self, conn: ConnectionId) {
+        let Some(key) = self.peers.remove(&conn.0) else {
+            return;
+        };
+        // The peer connection may be out of the slab while it is being served; the
+        // worker closes it then.
+        if let Some(Endpoint::PeerConn(mut p)) = self.slab.remove(key) {
+            p.deregister(&self.registry);
+            self.budgets.give_alloc_fd();
+            if let Some(c) = p.client {
+                self.doomed.push((c, CloseReason::PipeEnded));
+            }
+        }
+    }
+}
+
+impl Endpoints {
+    /// Open a relay socket (its descriptor already taken from the budget).
+    fn open_socket(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
         if req.tcp {
             let relay = TcpRelay::open(&req)?;
             let port = relay.addr.port();
@@ -170,67 +270,6 @@ impl Relays for Endpoints {
             port,
             token,
         })
-    }
-
-    fn close(&mut self, relay: RelayId) {
-        let key = relay.0 as usize;
-        let generation = self.relay_generation(key);
-        match self.slab.get_mut(key) {
-            Some(Endpoint::Relay(s)) => {
-                if s.on_ring {
-                    // The kernel holds the socket until the receive is cancelled.
-                    if let Some(ring) = &mut self.ring {
-                        ring.cancel(key as u32, generation);
-                    }
-                } else {
-                    s.deregister(&self.registry);
-                }
-            }
-            Some(Endpoint::TcpRelay(t)) => t.deregister(&self.registry),
-            _ => return,
-        }
-        self.slab.remove(key);
-    }
-
-    fn connect(
-        &mut self,
-        relay: RelayId,
-        peer: SocketAddr,
-        conn: ConnectionId,
-    ) -> Result<(), RelayError> {
-        let Some(Endpoint::TcpRelay(t)) = self.slab.get(relay.0 as usize) else {
-            return Err(RelayError::Family);
-        };
-        let stream = t.connect(peer)?;
-        let key = self
-            .insert_registered(
-                Endpoint::PeerConn(PeerConn::new(stream, conn, true)),
-                |e, r, k| match e {
-                    Endpoint::PeerConn(p) => p.register(r, k),
-                    _ => Ok(()),
-                },
-            )
-            .map_err(|_| RelayError::Exhausted)?;
-        self.peers.insert(conn.0, key);
-        Ok(())
-    }
-
-    fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
-        self.message_to_client(transport, bytes);
-    }
-
-    fn close_peer(&mut self, conn: ConnectionId) {
-        let Some(key) = self.peers.remove(&conn.0) else {
-            return;
-        };
-        // The peer connection may be out of the slab while it is being served; the
-        // worker closes it then.
-        if let Some(Endpoint::PeerConn(mut p)) = self.slab.remove(key) {
-            p.deregister(&self.registry);
-            if let Some(c) = p.client {
-                self.doomed.push(c);
-            }
-        }
     }
 }
 
@@ -271,7 +310,7 @@ pub(super) fn on_ring(slab: &Slab<Endpoint>, slot: u32, generation: u32) -> bool
 pub(super) fn deliver_to(
     slab: &mut Slab<Endpoint>,
     registry: &Registry,
-    doomed: &mut Vec<usize>,
+    doomed: &mut Vec<(usize, CloseReason)>,
     to: ToClient<'_>,
 ) {
     let key = to.transport.0 as usize;
@@ -279,7 +318,7 @@ pub(super) fn deliver_to(
         Some(Endpoint::UdpListener(l)) => l.queue(to.bytes, to.client),
         Some(Endpoint::Conn(c)) => {
             let closed = !c.send(to.bytes, registry, key);
-            doomed.extend(closed.then_some(key));
+            doomed.extend(closed.then_some((key, CloseReason::WriteFailed)));
         }
         Some(Endpoint::DtlsSession(s)) => s.send(to.bytes),
         _ => {}

@@ -13,6 +13,15 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::ptr;
 
+/// A slot size of at least `len` bytes that is an odd multiple of 64: the heads of
+/// consecutive slots (where headers are read and written) then fall in different cache
+/// sets, which a power-of-two stride would map onto one. The arenas are allocated zeroed,
+/// so the kernel backs only the pages datagrams touch.
+fn stagger(len: usize) -> usize {
+    let lines = len.div_ceil(64);
+    64 * (lines | 1)
+}
+
 /// Space for one `SO_RXQ_OVFL` control message (a `u32` drop counter).
 const CMSG_LEN: usize = 32;
 
@@ -33,6 +42,7 @@ pub struct RecvBatch {
 
 impl RecvBatch {
     pub fn new(count: usize, slot: usize, headroom: usize) -> RecvBatch {
+        let slot = stagger(slot);
         // SAFETY: mmsghdr, iovec and sockaddr_storage are plain C structs for which the
         // all-zero bit pattern is a valid (empty) value.
         let (hdr, iov, name) = unsafe {
@@ -153,6 +163,7 @@ pub struct SendBatch {
 
 impl SendBatch {
     pub fn new(count: usize, slot: usize) -> SendBatch {
+        let slot = stagger(slot);
         // SAFETY: plain C structs; all-zero is a valid empty value.
         let (hdr, iov, name) = unsafe {
             (

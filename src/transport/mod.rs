@@ -27,11 +27,13 @@
 // counters and the port reservations across workers behind locks (clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod budget;
 mod core;
 pub mod dtls;
 mod endpoints;
 pub mod mmsg;
 pub mod pool;
+pub mod preauth;
 pub mod relay;
 mod slab;
 pub mod sockopt;

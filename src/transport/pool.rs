@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use super::relay::Reservations;
 use super::sockopt;
 use super::stats::{StatsSlot, WorkerReport, sum};
-use super::worker::{self, Control};
+use super::worker::{self, Control, Limits};
 use crate::config::ListenerProtocol;
 use crate::snapshot::diff::Plan;
 use crate::snapshot::{Snapshot, Store};
@@ -27,7 +27,11 @@ struct WorkerThread {
 
 impl Workers {
     /// Start `n` workers (at least one) on the store's current snapshot.
-    pub fn start(store: &Store, n: usize) -> Result<Workers, String> {
+    pub fn start(store: &Store, n: usize, limits: Limits) -> Result<Workers, String> {
+        let limits = Limits {
+            workers: n.max(1),
+            ..limits
+        };
         let snap = store.load();
         check_bindable(None, &snap)?;
         let nonces = NonceKey::from_bytes(rand::random());
@@ -36,9 +40,16 @@ impl Workers {
         for i in 0..n.max(1) {
             let (tx, rx) = mpsc::channel();
             let server = Server::new(nonces.clone());
-            let (worker, handle) =
-                worker::Worker::new(i, &snap, store.cache(), server, rx, reservations.clone())
-                    .map_err(|e| e.to_string())?;
+            let (worker, handle) = worker::Worker::new(
+                i,
+                &snap,
+                store.cache(),
+                server,
+                rx,
+                reservations.clone(),
+                limits.clone(),
+            )
+            .map_err(|e| e.to_string())?;
             let thread = std::thread::Builder::new()
                 .name(format!("udp-worker-{i}"))
                 .spawn(move || worker.run())

@@ -20,12 +20,45 @@ fn socket_buffer() -> usize {
     BUFFER.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Non-blocking UDP listener sockets on the wildcard address with SO_REUSEPORT, so each
-/// worker binds its own sockets of one group: `0.0.0.0:port`, plus `[::]:port` (IPv6 only)
-/// when the host has IPv6. Upstream binds one dual-stack socket; two sockets serve the same
-/// clients, and IPv4 clients skip the kernel's IPv4-mapped path on every send. The listener
-/// `address` is only advertised, never bound (upstream semantics).
-pub fn listener_sockets(port: u16) -> io::Result<Vec<UdpSocket>> {
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force
+/// afterwards (what the descriptor budgets are drawn from).
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` through the pointer, which points to a
+    // valid, exclusively borrowed value for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one valid `struct rlimit`; raising the soft limit up to
+        // the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Non-blocking UDP listener sockets with SO_REUSEPORT, so each worker binds its own
+/// sockets of one group.
+///
+/// `bind` is `None` for the wildcard: `0.0.0.0:port`, plus `[::]:port` (IPv6 only) when the
+/// host has IPv6. Upstream binds one dual-stack socket; two sockets serve the same clients,
+/// and IPv4 clients skip the kernel's IPv4-mapped path on every send. A listener `address`
+/// is then only advertised, never bound (upstream semantics). `Some(ip)` binds that address
+/// only: [`crate::snapshot::Listener::bind_ip`] asks for it for a loopback listener, which
+/// must never be reachable from other hosts.
+pub fn listener_sockets(bind: Option<IpAddr>, port: u16) -> io::Result<Vec<UdpSocket>> {
+    if let Some(ip) = bind {
+        return Ok(vec![bind_udp(SocketAddr::new(ip, port), true, true)?]);
+    }
     let mut out = vec![bind_udp(
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         true,
@@ -39,9 +72,16 @@ pub fn listener_sockets(port: u16) -> io::Result<Vec<UdpSocket>> {
     Ok(out)
 }
 
-/// Non-blocking TCP listener sockets with SO_REUSEPORT on `0.0.0.0:port` and, when the
-/// host has IPv6, `[::]:port` (IPv6 only), one group per worker as for UDP.
-pub fn tcp_listener_sockets(port: u16) -> io::Result<Vec<std::net::TcpListener>> {
+/// Non-blocking TCP listener sockets with SO_REUSEPORT, one group per worker as for UDP:
+/// on `0.0.0.0:port` and, when the host has IPv6, `[::]:port` (IPv6 only), or on `bind`
+/// only when given (see [`listener_sockets`]).
+pub fn tcp_listener_sockets(
+    bind: Option<IpAddr>,
+    port: u16,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    if let Some(ip) = bind {
+        return Ok(vec![bind_tcp(SocketAddr::new(ip, port), true)?]);
+    }
     let mut out = vec![bind_tcp(
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         true,

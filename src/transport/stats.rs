@@ -30,6 +30,79 @@ pub struct ListenerCounters {
     pub tx_drops: u64,
     /// DTLS: sessions past the cookie exchange whose handshake has not finished.
     pub handshakes: u64,
+    /// UDP: answers to unverified sources not sent, beyond the per-source amplification
+    /// budget (`transport::preauth`).
+    pub unverified_drops: u64,
+    /// TCP/TLS: client connections closed, by [`CloseReason`].
+    pub closes: [u64; CloseReason::COUNT],
+    /// TCP/TLS: connections closed at accept: unauthenticated connections at their bound.
+    pub refused: u64,
+}
+
+/// Why a client connection (TCP or TLS) closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum CloseReason {
+    /// The client closed it.
+    ClientClosed,
+    /// A socket error (reset by the client, or another I/O error).
+    Reset,
+    /// Bytes that are neither a STUN message nor ChannelData: the stream cannot be framed.
+    Malformed,
+    /// A TLS handshake or record error.
+    Tls,
+    /// No allocation and no traffic for the idle timeout (or no first request after the
+    /// handshake timeout).
+    Idle,
+    /// Writing to the client failed.
+    WriteFailed,
+    /// Its listener was stopped or restarted by a new config, or the daemon stopped.
+    ListenerStopped,
+    /// RFC 6062: its pipe to a peer connection ended (either side closed).
+    PipeEnded,
+    /// Unauthenticated, the oldest idle one, when the unauthenticated pool was full.
+    Evicted,
+}
+
+impl CloseReason {
+    pub const COUNT: usize = 9;
+    pub const ALL: [CloseReason; Self::COUNT] = [
+        CloseReason::ClientClosed,
+        CloseReason::Reset,
+        CloseReason::Malformed,
+        CloseReason::Tls,
+        CloseReason::Idle,
+        CloseReason::WriteFailed,
+        CloseReason::ListenerStopped,
+        CloseReason::PipeEnded,
+        CloseReason::Evicted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::Reset => "reset",
+            CloseReason::Malformed => "malformed",
+            CloseReason::Tls => "tls_error",
+            CloseReason::Idle => "idle",
+            CloseReason::WriteFailed => "write_failed",
+            CloseReason::ListenerStopped => "listener_stopped",
+            CloseReason::PipeEnded => "pipe_ended",
+            CloseReason::Evicted => "evicted",
+        }
+    }
+
+    /// Whether an operator should hear of it (rate-limited): the client broke the protocol
+    /// or the connection broke, rather than ending normally.
+    pub fn is_abnormal(self) -> bool {
+        matches!(
+            self,
+            CloseReason::Reset
+                | CloseReason::Malformed
+                | CloseReason::Tls
+                | CloseReason::WriteFailed
+        )
+    }
 }
 
 /// Traffic to and from the peers of one cluster, as seen by one worker.
@@ -118,6 +191,11 @@ impl AddAssign<&ListenerCounters> for ListenerCounters {
         self.kernel_rx_drops += o.kernel_rx_drops;
         self.tx_drops += o.tx_drops;
         self.handshakes += o.handshakes;
+        self.unverified_drops += o.unverified_drops;
+        self.refused += o.refused;
+        for (a, b) in self.closes.iter_mut().zip(o.closes) {
+            *a += b;
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::debug;
 
 use super::core::{Applied, ByteStream, Core, Io, apply, canonical_client};
 use super::sockopt;
-use super::stats::ListenerCounters;
+use super::stats::{CloseReason, ListenerCounters};
 use crate::snapshot::{Listener, Snapshot};
 use crate::stun::stream_frame_len;
 use crate::turn::{ClientCtx, ConnectionId, Now, TransportId};
@@ -33,6 +33,8 @@ const MAX_PENDING: usize = 256 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a connection may sit without an allocation and without traffic.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Reads of 16 KiB per event before other sockets get their turn.
+const READS_PER_EVENT: usize = 16;
 /// Connections accepted per listener per wakeup.
 pub const ACCEPT_BUDGET: usize = 64;
 
@@ -65,6 +67,10 @@ pub struct Conn {
     pub pipe: Option<ConnectionId>,
     /// This connection's traffic, added to its listener's when it closes.
     pub counters: ListenerCounters,
+    /// It holds an allocation (it left the unauthenticated pool, `budget.rs`).
+    pub authenticated: bool,
+    /// Its descriptor counts in the allocation pool.
+    pub counted_fd: bool,
 }
 
 /// The outcome of one accept.
@@ -81,7 +87,10 @@ pub enum Accepted {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConnEvent {
     Keep,
-    Close,
+    /// It stopped reading with more perhaps waiting: serve it again (edge-triggered
+    /// readiness would not fire again for bytes already in the socket).
+    More,
+    Close(CloseReason),
     /// ConnectionBind succeeded: pipe this connection to peer connection `conn`, starting
     /// with the bytes the client sent after the request.
     Bound {
@@ -107,7 +116,7 @@ impl StreamListener {
                 ));
             }
         };
-        let socks = sockopt::tcp_listener_sockets(l.port).map_err(|e| {
+        let socks = sockopt::tcp_listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind TCP port {}: {e}", l.name, l.port),
@@ -197,6 +206,8 @@ impl StreamListener {
                 connections: 1,
                 ..ListenerCounters::default()
             },
+            authenticated: false,
+            counted_fd: false,
         })
     }
 }
@@ -218,13 +229,20 @@ impl Conn {
         registry: &Registry,
     ) -> ConnEvent {
         let event = self.read(key, now, snap, core, io);
-        if event == ConnEvent::Close || !self.write(registry, key) {
-            return ConnEvent::Close;
+        if let ConnEvent::Close(_) = event {
+            return event;
+        }
+        if !self.write(registry, key) {
+            return ConnEvent::Close(CloseReason::WriteFailed);
         }
         event
     }
 
-    /// Read frames and hand each to the core.
+    /// Read what the client sent and hand each complete frame to the core as soon as it is
+    /// in, so a connection holds at most one partial frame and one read's worth of bytes,
+    /// however much a client pipelines. Reading stops (backpressure) while the answers
+    /// queued for the client exceed half of [`MAX_PENDING`]: a client that does not read
+    /// stops being read, and its kernel buffers and TCP flow control hold the rest.
     fn read(
         &mut self,
         key: usize,
@@ -233,35 +251,57 @@ impl Conn {
         core: &mut Core,
         io: &mut impl Io,
     ) -> ConnEvent {
+        let listener_idx = snap.listener(&self.name).map(|(i, _)| i);
         let mut chunk = [0u8; 16 * 1024];
-        // Bounded: at most this many reads per wakeup, then the next event continues.
-        for _ in 0..16 {
-            let n = match read_some(self, &mut chunk) {
-                Ok(0) => return ConnEvent::Close,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return ConnEvent::Close,
-            };
-            if self.rbuf.len() + n > MAX_FRAME * 2 {
-                return ConnEvent::Close;
+        // Bounded: at most this many reads per event; `More` brings the worker back.
+        for _ in 0..READS_PER_EVENT {
+            if self.backlog() > MAX_PENDING / 2 {
+                return ConnEvent::Keep;
             }
+            let n = match read_some(self, &mut chunk) {
+                Ok(0) => return ConnEvent::Close(CloseReason::ClientClosed),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ConnEvent::Keep,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return ConnEvent::Close(CloseReason::Tls);
+                }
+                Err(_) => return ConnEvent::Close(CloseReason::Reset),
+            };
             self.rbuf.extend_from_slice(&chunk[..n]);
             self.counters.rx_bytes += n as u64;
+            match self.frames(key, now, snap, listener_idx, core, io) {
+                ConnEvent::Keep => {}
+                other => return other,
+            }
         }
-        let listener_idx = snap.listener(&self.name).map(|(i, _)| i);
+        ConnEvent::More
+    }
+
+    /// Hand every complete frame in the read buffer to the core, keeping a partial one.
+    fn frames(
+        &mut self,
+        key: usize,
+        now: Now,
+        snap: &Snapshot,
+        listener_idx: Option<crate::snapshot::ListenerIdx>,
+        core: &mut Core,
+        io: &mut impl Io,
+    ) -> ConnEvent {
         let mut off = 0;
         let mut bound = None;
+        let mut event = ConnEvent::Keep;
         loop {
             let frame_len = match stream_frame_len(&self.rbuf[off..]) {
                 Ok(Some(len)) if len <= MAX_FRAME => len,
-                Ok(Some(_)) | Err(_) => return ConnEvent::Close, // unframeable stream
+                Ok(Some(_)) | Err(_) => return ConnEvent::Close(CloseReason::Malformed),
                 Ok(None) => break,
             };
             if self.rbuf.len() - off < frame_len {
                 break;
             }
             let Some(listener) = listener_idx else {
-                return ConnEvent::Close;
+                event = ConnEvent::Close(CloseReason::ListenerStopped);
+                break;
             };
             let frame = &self.rbuf[off..off + frame_len];
             off += frame_len;
@@ -278,7 +318,7 @@ impl Conn {
                 .handle_client(now, snap, ctx, frame, &mut core.scratch, io);
             let (tls, wbuf, counters) = (&mut self.tls, &mut self.wbuf, &mut self.counters);
             let scratch = &core.scratch;
-            let applied = apply(answer, io, |n| {
+            let applied = apply(answer, io, |n, _| {
                 let sent = queue(tls, wbuf, &scratch[..n]);
                 count_tx(counters, sent, n);
             });
@@ -292,12 +332,30 @@ impl Conn {
             }
         }
         self.rbuf.drain(..off);
+        // Give back memory a burst took.
+        if self.rbuf.capacity() > 2 * MAX_FRAME {
+            self.rbuf.shrink_to(MAX_FRAME);
+        }
         match bound {
             Some(conn) => ConnEvent::Bound {
                 conn,
                 early: std::mem::take(&mut self.rbuf),
             },
-            None => ConnEvent::Keep,
+            None => event,
+        }
+    }
+
+    /// Bytes queued for the client and not yet written.
+    fn backlog(&self) -> usize {
+        match &self.tls {
+            Some(tls) => {
+                if tls.wants_write() {
+                    MAX_PENDING
+                } else {
+                    0
+                }
+            }
+            None => self.wbuf.len(),
         }
     }
 
@@ -334,6 +392,11 @@ impl Conn {
         self.write(registry, key)
     }
 
+    /// The name of the listener that accepted it.
+    pub fn listener_name(&self) -> &str {
+        &self.name
+    }
+
     /// Whether the connection may be closed as idle at `now` (the worker also checks that
     /// it holds no allocation).
     pub fn idle(&self, now: Now) -> bool {
@@ -341,14 +404,15 @@ impl Conn {
     }
 
     /// Close: TLS says goodbye, the socket leaves the poll. Returns the counters to add to
-    /// the listener's.
-    pub fn close(mut self, registry: &Registry) -> ListenerCounters {
+    /// the listener's, this close counted under `reason`.
+    pub fn close(mut self, registry: &Registry, reason: CloseReason) -> ListenerCounters {
+        self.counters.closes[reason as usize] += 1;
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
             let _ = tls.write_tls(&mut self.stream);
         }
         let _ = registry.deregister(&mut self.stream);
-        debug!(target: "listener", "listener {}: connection from {} closed", self.name, self.client);
+        debug!(target: "listener", "listener {}: connection from {} closed: {}", self.name, self.client, reason.as_str());
         self.counters.connections = 0;
         self.counters
     }

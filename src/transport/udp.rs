@@ -23,8 +23,10 @@ pub const LISTENER_BATCH: usize = 32;
 const LISTENER_ROUNDS: usize = 4;
 /// Datagrams queued per listener before a `sendmmsg`.
 const SEND_BATCH: usize = 64;
-/// Largest datagram handled; larger ones are truncated by the kernel and dropped.
-pub const MAX_DATAGRAM: usize = 4096;
+/// Largest datagram handled: any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6).
+/// The receive and send arenas are sized for it; the kernel backs only the pages a
+/// datagram touches, so small datagrams cost no more memory than with small slots.
+pub const MAX_DATAGRAM: usize = 65_535;
 /// Room for a Data indication around the largest datagram.
 pub const SEND_SLOT: usize = MAX_DATAGRAM + 64;
 
@@ -44,7 +46,7 @@ pub struct UdpListener {
 impl UdpListener {
     /// The sockets of a TURN-UDP listener (IPv4 and, where the host has it, IPv6).
     pub fn bind(l: &Listener) -> io::Result<Vec<UdpListener>> {
-        let socks = sockopt::listener_sockets(l.port).map_err(|e| {
+        let socks = sockopt::listener_sockets(l.bind_ip(), l.port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("listener {}: bind UDP port {}: {e}", l.name, l.port),
@@ -131,7 +133,12 @@ impl UdpListener {
                 let bytes = &slot[HEADROOM..HEADROOM + len];
                 let answer = core.server.handle_client(now, snap, ctx, bytes, out, io);
                 let (tx, counters, v6) = (&mut self.tx, &mut self.counters, self.v6);
-                apply(answer, io, |n| {
+                let preauth = &mut core.preauth;
+                apply(answer, io, |n, unverified| {
+                    if unverified && !preauth.admit(client.ip(), len, n, now.mono) {
+                        counters.unverified_drops += 1;
+                        return;
+                    }
                     counters.tx_packets += 1;
                     counters.tx_bytes += n as u64;
                     tx.push(n, for_socket(client, v6));

@@ -31,8 +31,10 @@ const BGID: u16 = 0;
 /// iteration, not per allocation.
 const BUFS: u16 = 256;
 /// Size of one receive buffer: the kernel's `io_uring_recvmsg_out` header, the source
-/// address, then the datagram.
-const BUF_SIZE: usize = 4160;
+/// address, then the datagram, up to any UDP payload (65,535 bytes). Pages are backed as
+/// datagrams touch them. An odd multiple of 64 bytes, so the heads of consecutive buffers
+/// fall in different cache sets.
+const BUF_SIZE: usize = 65_600;
 /// `struct io_uring_recvmsg_out`: namelen, controllen, payloadlen, flags (u32 each).
 const OUT_HDR: usize = 16;
 /// Room for the source address: a `sockaddr_in6`.

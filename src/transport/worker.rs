@@ -19,20 +19,23 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
 use tracing::{info, warn};
 
+use super::budget::{Budgets, Refusal};
 use super::core::{ByteStream, Core, Io, canonical_client};
 use super::dtls::{DtlsListener, DtlsSession, DtlsTimers, MAX_HALF_OPEN, MAX_SESSIONS};
 use super::endpoints::{Endpoint, Endpoints, deliver_to, on_ring};
 use super::mmsg::RecvBatch;
+use super::preauth::PreauthBudget;
 use super::relay::Reservations;
 use super::slab::Slab;
-use super::stats::{ClusterCounters, StatsSlot, merge};
-use super::stream::{ACCEPT_BUDGET, Accepted, ConnEvent, MAX_CONNS, StreamListener};
+use super::stats::{CloseReason, ClusterCounters, StatsSlot, merge};
+use super::stream::{ACCEPT_BUDGET, Accepted, Conn, ConnEvent, MAX_CONNS, StreamListener};
 use super::tcp_relay::{self, PeerConn, Pumped};
 use super::udp::{LISTENER_BATCH, MAX_DATAGRAM, SEND_SLOT, UdpListener};
 use super::uring::{self, Completion, RelayRing};
 use crate::config::ListenerProtocol;
 use crate::snapshot::diff::{ListenerChange, Plan};
 use crate::snapshot::{Listener, Snapshot, SnapshotCache};
+use crate::turn::logs::{Limiter, Suppressed};
 use crate::turn::session::{DeleteReason, Selector, SessionInfo};
 use crate::turn::{ConnectionId, FiveTuple, HEADROOM, Now, RelayId, Relays, Server, TransportId};
 
@@ -50,6 +53,12 @@ const DTLS_BUDGET: usize = 64;
 const WAKER: Token = Token(usize::MAX);
 /// The relay ring's file descriptor: readable when completions wait.
 const RING: Token = Token(usize::MAX - 1);
+
+/// Abnormal client connection closes (all workers), one log line a second.
+static CONN_CLOSES: Limiter = Limiter::new();
+
+/// Refused client connections (all workers), one log line a second.
+static CONN_REFUSALS: Limiter = Limiter::new();
 
 /// Messages from the runtime to a worker.
 #[derive(Debug)]
@@ -82,6 +91,31 @@ pub struct Worker {
     want_ring: bool,
 }
 
+/// Limits a worker enforces, from the command line.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Bytes per second of answers larger than their request to one unverified UDP source
+    /// prefix, for the whole daemon (0: no limit); see `transport::preauth`.
+    pub preauth_bytes_per_sec: u32,
+    /// Bytes per second each allocation may send to its peers (0: no limit).
+    pub allocation_rate: u32,
+    /// Workers sharing the limits.
+    pub workers: usize,
+    /// Descriptor, connection and quota budgets shared by the workers.
+    pub budgets: Arc<Budgets>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            preauth_bytes_per_sec: super::preauth::DEFAULT_BYTES_PER_SEC,
+            allocation_rate: 0,
+            workers: 1,
+            budgets: Budgets::unlimited(),
+        }
+    }
+}
+
 /// The runtime's handle on a worker.
 pub struct Handle {
     pub waker: Arc<Waker>,
@@ -97,6 +131,7 @@ impl Worker {
         server: Server,
         control: Receiver<Control>,
         reservations: Arc<Reservations>,
+        limits: Limits,
     ) -> io::Result<(Worker, Handle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -107,17 +142,25 @@ impl Worker {
             ring: None,
             rearm: Vec::with_capacity(64),
             reservations,
+            budgets: limits.budgets.clone(),
             peers: FxHashMap::default(),
             doomed: Vec::new(),
             conns: 0,
             sessions: 0,
         };
+        let mut server = server;
+        server.set_send_rate(limits.allocation_rate);
         let mut worker = Worker {
             index,
             poll,
             eps,
             core: Core {
                 server,
+                preauth: PreauthBudget::new(
+                    limits.preauth_bytes_per_sec,
+                    limits.workers,
+                    Instant::now(),
+                ),
                 scratch: vec![0; SEND_SLOT],
                 worker: index,
             },
@@ -307,8 +350,8 @@ impl Worker {
     /// Close the connections that must go, now that the core call that doomed them has
     /// returned.
     fn after_core(&mut self) {
-        while let Some(key) = self.eps.doomed.pop() {
-            self.close_conn(key);
+        while let Some((key, reason)) = self.eps.doomed.pop() {
+            self.close_conn(key, reason);
         }
     }
 
@@ -434,7 +477,7 @@ impl Worker {
                         .map(|(k, _)| k)
                         .collect();
                     for c in conns {
-                        self.close_conn(c);
+                        self.close_conn(c, CloseReason::ListenerStopped);
                     }
                 }
                 Endpoint::DtlsListener(mut l) => {
@@ -476,20 +519,83 @@ impl Worker {
                 Accepted::Refused => continue,
                 Accepted::None => return false,
             };
-            if self.eps.conns >= MAX_CONNS {
-                continue; // dropping the connection closes it
+            // Dropping a refused connection closes it.
+            if self.eps.conns >= MAX_CONNS || !self.admit_unauth(conn.client.ip(), key) {
+                continue;
             }
+            let ip = conn.client.ip();
             let inserted = self
                 .eps
                 .insert_registered(Endpoint::Conn(conn), |e, r, k| match e {
                     Endpoint::Conn(c) => c.register(r, k),
                     _ => Ok(()),
                 });
-            if inserted.is_ok() {
-                self.eps.conns += 1;
+            match inserted {
+                Ok(_) => self.eps.conns += 1,
+                Err(_) => self.eps.budgets.give_unauth(ip),
             }
         }
         true
+    }
+
+    /// Room for one more unauthenticated connection from `ip` on stream listener
+    /// `listener`: at the total bound, this worker's oldest idle unauthenticated connection
+    /// makes way; at the per-address bound the new one is refused (counted).
+    fn admit_unauth(&mut self, ip: std::net::IpAddr, listener: usize) -> bool {
+        for _ in 0..2 {
+            match self.eps.budgets.take_unauth(ip) {
+                Ok(()) => return true,
+                Err(Refusal::PerAddress) => break,
+                Err(Refusal::Full) => {
+                    let oldest = self
+                        .eps
+                        .slab
+                        .iter()
+                        .filter_map(|(k, e)| match e {
+                            Endpoint::Conn(c) if !c.authenticated => Some((c.deadline, k)),
+                            _ => None,
+                        })
+                        .min()
+                        .map(|(_, k)| k);
+                    match oldest {
+                        Some(k) => self.close_conn(k, CloseReason::Evicted),
+                        None => break,
+                    }
+                }
+            }
+        }
+        if let Some(l) = self
+            .eps
+            .slab
+            .get_mut(listener)
+            .and_then(Endpoint::counters_mut)
+        {
+            l.refused += 1;
+        }
+        if let Some(n) = CONN_REFUSALS.admit(super::now().unix) {
+            info!(
+                target: "listener",
+                "connection from {ip} refused: unauthenticated connections at their bound{}",
+                Suppressed(n)
+            );
+        }
+        false
+    }
+
+    /// A connection that got an allocation leaves the unauthenticated pool.
+    fn promote(&mut self, key: usize, c: &mut Conn) {
+        if c.authenticated {
+            return;
+        }
+        let five = FiveTuple {
+            transport: TransportId(key as u32),
+            client: c.client,
+        };
+        if self.core.server.has_allocation(five) {
+            c.authenticated = true;
+            self.eps.budgets.give_unauth(c.client.ip());
+            c.counted_fd = self.eps.budgets.take_alloc_fd();
+        }
     }
 
     /// An event on client connection `key`; true when its pipe has more to move.
@@ -503,16 +609,18 @@ impl Worker {
         }
         let registry = self.poll.registry();
         let event = c.service(key, now, snap, &mut self.core, &mut self.eps, registry);
+        self.promote(key, &mut c);
         self.eps.slab.put_back(key, Endpoint::Conn(c));
         match event {
             ConnEvent::Keep => false,
-            ConnEvent::Close => {
-                self.close_conn(key);
+            ConnEvent::More => true,
+            ConnEvent::Close(reason) => {
+                self.close_conn(key, reason);
                 false
             }
             ConnEvent::Bound { conn, early } => {
                 let Some(&peer) = self.eps.peers.get(&conn.0) else {
-                    self.close_conn(key);
+                    self.close_conn(key, CloseReason::PipeEnded);
                     return false;
                 };
                 if let Some(Endpoint::PeerConn(p)) = self.eps.slab.get_mut(peer) {
@@ -529,7 +637,7 @@ impl Worker {
         match self.eps.peers.get(&conn.0) {
             Some(&peer) => self.pump(peer),
             None => {
-                self.close_conn(key);
+                self.close_conn(key, CloseReason::PipeEnded);
                 false
             }
         }
@@ -564,20 +672,39 @@ impl Worker {
         p.finish(c);
         p.deregister(&self.eps.registry);
         self.eps.slab.release(peer);
+        self.eps.budgets.give_alloc_fd();
         self.eps.peers.remove(&p.conn.0);
         self.core.server.close_peer_connection(p.conn);
-        self.close_conn(client);
+        self.close_conn(client, CloseReason::PipeEnded);
         false
     }
 
-    /// Close client connection `key`, the allocation on it and its pipe.
-    fn close_conn(&mut self, key: usize) {
+    /// Close client connection `key`, the allocation on it and its pipe; counted under
+    /// `reason`, and logged (rate-limited) when the reason is abnormal.
+    fn close_conn(&mut self, key: usize, reason: CloseReason) {
         let Some(Endpoint::Conn(c)) = self.eps.slab.remove(key) else {
             return;
         };
         self.eps.conns -= 1;
+        if reason.is_abnormal() {
+            if let Some(n) = CONN_CLOSES.admit(super::now().unix) {
+                info!(
+                    target: "listener",
+                    "listener {}: connection from {} closed: {}{}",
+                    c.listener_name(),
+                    c.client,
+                    reason.as_str(),
+                    Suppressed(n)
+                );
+            }
+        }
         let (listener, pipe) = (c.listener, c.pipe);
-        let counters = c.close(self.poll.registry());
+        if !c.authenticated {
+            self.eps.budgets.give_unauth(c.client.ip());
+        } else if c.counted_fd {
+            self.eps.budgets.give_alloc_fd();
+        }
+        let counters = c.close(self.poll.registry(), reason);
         if let Some(l) = self
             .eps
             .slab
@@ -590,6 +717,7 @@ impl Worker {
             if let Some(peer) = self.eps.peers.remove(&conn.0) {
                 if let Some(Endpoint::PeerConn(mut p)) = self.eps.slab.remove(peer) {
                     p.deregister(&self.eps.registry);
+                    self.eps.budgets.give_alloc_fd();
                 }
             }
             self.core.server.close_peer_connection(conn);
@@ -874,6 +1002,10 @@ impl Worker {
                 tracing::debug!(target: "turn", "refused peer connection from {peer}");
                 continue;
             };
+            if !self.eps.budgets.take_alloc_fd() {
+                self.core.server.close_peer_connection(conn);
+                continue;
+            }
             let inserted = self.eps.insert_registered(
                 Endpoint::PeerConn(PeerConn::new(stream, conn, false)),
                 |e, r, k| match e {
@@ -885,7 +1017,10 @@ impl Worker {
                 Ok(p) => {
                     self.eps.peers.insert(conn.0, p);
                 }
-                Err(_) => self.core.server.close_peer_connection(conn),
+                Err(_) => {
+                    self.eps.budgets.give_alloc_fd();
+                    self.core.server.close_peer_connection(conn);
+                }
             }
             self.after_core();
         }
@@ -934,6 +1069,7 @@ impl Worker {
     /// out handshakes, and run the DTLS timers as a backstop.
     fn expire(&mut self, now: Now) {
         self.retransmit_flights(now);
+        self.core.preauth.sweep(now.mono);
         let server = &self.core.server;
         let expired: Vec<(usize, bool)> = self
             .eps
@@ -960,8 +1096,7 @@ impl Worker {
             if session {
                 self.close_session(key);
             } else {
-                tracing::debug!(target: "listener", "closing idle connection {key}");
-                self.close_conn(key);
+                self.close_conn(key, CloseReason::Idle);
             }
         }
         self.after_core();

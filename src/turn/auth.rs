@@ -135,6 +135,13 @@ impl fmt::Debug for HeldCredential {
     }
 }
 
+impl HeldCredential {
+    /// The whole TURN REST username (`<expiry>:<user>`).
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+}
+
 impl Authenticated {
     /// The credential to keep with an allocation this request creates: `Some` for an
     /// ephemeral credential (static users are checked against the live config only, so

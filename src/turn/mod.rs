@@ -13,6 +13,7 @@ pub mod session;
 mod tally;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use server::Server;
@@ -100,6 +101,11 @@ pub enum ClientOutput<'a> {
     Drop(DropReason),
     /// A response of this many bytes is in the output buffer: send it back to the client.
     Reply(usize),
+    /// The same, to a request whose source has not shown that it receives what we send
+    /// (no valid nonce: a Binding, a 401 challenge, a 438, a 400 or 420). Its source address
+    /// may be spoofed, so a UDP shell bounds how many bytes of these beyond the request's
+    /// own size it sends to one source (RFC 8656 section 21, amplification).
+    Unverified(usize),
     /// Send `payload` from `relay` to `peer`.
     Forward {
         relay: RelayId,
@@ -196,12 +202,31 @@ pub trait Relays {
     fn close_peer(&mut self, conn: ConnectionId) {
         let _ = conn;
     }
+    /// Count one more allocation against `key`'s quota; false: the quota is spent (486).
+    /// The shell keeps the counts, across workers.
+    fn reserve_quota(&mut self, key: &Arc<str>, quota: Quota) -> bool {
+        let _ = (key, quota);
+        true
+    }
+    /// An allocation counted with [`Relays::reserve_quota`] is gone.
+    fn release_quota(&mut self, key: &Arc<str>) {
+        let _ = key;
+    }
     /// RFC 6062: send a message the core made on its own (a ConnectionAttempt indication,
     /// the error answer to a Connect that timed out or lost its route) to a client
     /// transport.
     fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
         let _ = (transport, bytes);
     }
+}
+
+/// Which cap an allocation counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quota {
+    /// `admin.user_quota`, per user.
+    Configured(u32),
+    /// The shell's default cap per TURN REST credential (when `user_quota` is unset).
+    Ephemeral,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -276,10 +301,12 @@ pub enum DropReason {
     NoListener,
     /// An output buffer was too small (a datagram too big for a Data indication).
     TooBig,
+    /// Over the allocation's send rate (`--allocation-rate`).
+    RateLimited,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Unexpected,
@@ -288,6 +315,7 @@ impl DropReason {
         DropReason::Forbidden,
         DropReason::NoListener,
         DropReason::TooBig,
+        DropReason::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -299,6 +327,7 @@ impl DropReason {
             DropReason::Forbidden => "forbidden",
             DropReason::NoListener => "no_listener",
             DropReason::TooBig => "too_big",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

@@ -35,8 +35,8 @@ use timers::Deadlines;
 use super::{
     CHANNEL_LIFETIME, ClientCtx, ClientOutput, DEFAULT_LIFETIME, DropReason, Family, FiveTuple,
     HEADROOM, MAX_ALLOCATIONS, MAX_CHANNELS, MAX_LIFETIME, MAX_PERMISSIONS, Now,
-    PERMISSION_LIFETIME, PortRequest, RelayId, RelayRequest, Relays, Stats, ToClient, TransportId,
-    TurnError,
+    PERMISSION_LIFETIME, PortRequest, Quota, RelayId, RelayRequest, Relays, Stats, ToClient,
+    TransportId, TurnError,
 };
 use crate::snapshot::{ClusterIdx, ListenerIdx, Snapshot};
 use crate::stun::attr::{self, *};
@@ -58,7 +58,6 @@ pub struct Server {
     free: Vec<u32>,
     by_client: FxHashMap<FiveTuple, u32>,
     by_relay: FxHashMap<RelayId, u32>,
-    per_user: FxHashMap<Arc<str>, u32>,
     /// When each allocation next needs the timer: its expiry, or the earliest expiry of
     /// its permissions and channels.
     deadlines: Deadlines,
@@ -66,6 +65,8 @@ pub struct Server {
     next_serial: u32,
     /// Next check of the RFC 6062 peer connection timeouts (while any exist).
     next_peer_check: Option<Instant>,
+    /// Bytes per second each allocation may send to its peers (0: no limit).
+    send_rate: u32,
     /// Counter behind the transaction ids of Data indications.
     indication_seq: u64,
     stats: Stats,
@@ -102,6 +103,10 @@ struct Allocation {
     tcp: bool,
     /// The ephemeral credential it was created with (see [`HeldCredential`]).
     held: Option<HeldCredential>,
+    /// The quota it counts against (`Relays::reserve_quota`), released when it goes.
+    quota: Option<Arc<str>>,
+    /// What it may still send to its peers (`Server::set_send_rate`).
+    budget: SendBudget,
     /// Tells this allocation's deadlines from those of an earlier one with the same id.
     serial: u32,
     /// The earliest time this allocation is in [`Server::deadlines`] for.
@@ -123,11 +128,54 @@ struct Channel {
     cluster: ClusterIdx,
 }
 
+/// A token bucket of bytes an allocation may send to its peers.
+#[derive(Clone, Copy, Debug)]
+struct SendBudget {
+    tokens: u32,
+    at: Instant,
+}
+
+impl SendBudget {
+    fn new(rate: u32, now: Instant) -> SendBudget {
+        SendBudget {
+            tokens: rate,
+            at: now,
+        }
+    }
+
+    /// Whether `bytes` may go at `now` under `rate` bytes per second (0: always).
+    #[inline]
+    fn take(&mut self, rate: u32, bytes: usize, now: Instant) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let earned =
+            u64::from(rate) * now.saturating_duration_since(self.at).as_micros() as u64 / 1_000_000;
+        if earned > 0 {
+            self.tokens = u32::try_from(u64::from(self.tokens) + earned)
+                .unwrap_or(u32::MAX)
+                .min(rate);
+            self.at = now;
+        }
+        match u32::try_from(bytes) {
+            Ok(b) if b <= self.tokens => {
+                self.tokens -= b;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result of request handling before it is written out.
 enum Answer {
     Error(TurnError),
-    /// An error that needs REALM and NONCE (401, 438).
-    Challenge(TurnError),
+    /// An error that needs REALM and NONCE (401, 438); `proven`: the request carried a
+    /// valid nonce, so its source has shown it receives what we send.
+    Challenge {
+        error: TurnError,
+        proven: bool,
+    },
     /// 420 with the unknown attribute types.
     Unknown([u16; 8], usize),
 }
@@ -135,6 +183,8 @@ enum Answer {
 /// A request handled without error.
 enum Done {
     Reply(usize),
+    /// A Binding response: nothing about its source is known.
+    Unverified(usize),
     /// A Connect under way.
     Pending,
     /// ConnectionBind: reply, then pipe.
@@ -145,11 +195,11 @@ impl Server {
     pub fn new(nonces: NonceKey) -> Server {
         Server {
             nonces,
+            send_rate: 0,
             allocs: Vec::new(),
             free: Vec::new(),
             by_client: FxHashMap::default(),
             by_relay: FxHashMap::default(),
-            per_user: FxHashMap::default(),
             deadlines: Deadlines::default(),
             next_serial: 0,
             next_peer_check: None,
@@ -159,6 +209,13 @@ impl Server {
             peer_conns: FxHashMap::default(),
             next_conn: 0,
         }
+    }
+
+    /// Limit what each allocation sends to its peers to `bytes_per_sec` (a second's worth of
+    /// burst; 0: no limit). Datagrams over it are dropped and counted
+    /// (`DropReason::RateLimited`).
+    pub fn set_send_rate(&mut self, bytes_per_sec: u32) {
+        self.send_rate = bytes_per_sec;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -213,7 +270,10 @@ impl Server {
                 self.stats.to_peer_packets += 1;
                 self.stats.to_peer_bytes += payload.len() as u64;
             }
-            ClientOutput::Reply(_) | ClientOutput::Pending | ClientOutput::Bind { .. } => {}
+            ClientOutput::Reply(_)
+            | ClientOutput::Unverified(_)
+            | ClientOutput::Pending
+            | ClientOutput::Bind { .. } => {}
         }
         out
     }

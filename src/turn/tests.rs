@@ -26,6 +26,9 @@ struct FakeRelays {
     closed_peers: Vec<ConnectionId>,
     /// Messages the core sent to client transports on its own.
     sent: std::collections::VecDeque<(TransportId, Vec<u8>)>,
+    /// Allocations per quota key, and the cap a TURN REST credential gets (0: none).
+    quotas: std::collections::HashMap<Arc<str>, u32>,
+    ephemeral_cap: u32,
 }
 
 impl Relays for FakeRelays {
@@ -85,6 +88,25 @@ impl Relays for FakeRelays {
 
     fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
         self.sent.push_back((transport, bytes.to_vec()));
+    }
+
+    fn reserve_quota(&mut self, key: &Arc<str>, quota: crate::turn::Quota) -> bool {
+        let cap = match quota {
+            crate::turn::Quota::Configured(q) => q,
+            crate::turn::Quota::Ephemeral => self.ephemeral_cap,
+        };
+        let n = self.quotas.entry(key.clone()).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_quota(&mut self, key: &Arc<str>) {
+        if let Some(n) = self.quotas.get_mut(key) {
+            *n -= 1;
+        }
     }
 }
 
@@ -159,7 +181,9 @@ impl Harness {
             &mut self.out,
             &mut self.relays,
         ) {
-            ClientOutput::Reply(n) => Outcome::Reply(self.out[..n].to_vec()),
+            ClientOutput::Reply(n) | ClientOutput::Unverified(n) => {
+                Outcome::Reply(self.out[..n].to_vec())
+            }
             ClientOutput::Drop(r) => Outcome::Drop(r),
             ClientOutput::Forward {
                 relay,
@@ -541,6 +565,39 @@ fn allocation_expires_on_time() {
     assert!(h.relays.open.is_empty());
     assert_eq!(h.server.stats().allocations_expired, 1);
     assert_eq!(h.server.poll_timeout(), None);
+}
+
+/// An optional send rate per allocation: ChannelData and Send over a second's budget are
+/// dropped and counted, and the budget refills with time.
+#[test]
+fn allocation_send_rate_is_enforced_when_set() {
+    let mut h = Harness::local();
+    h.server.set_send_rate(1000);
+    let mut c = h.client("192.0.2.7:4000");
+    h.allocate(&mut c);
+    let r = h.request(
+        &mut c,
+        Method::ChannelBind,
+        &[channel(0x4000), peer_attr("127.0.0.1:9")],
+    );
+    assert_eq!(Message::parse(&r).unwrap().class(), Class::Success);
+    let frame = |len: usize| {
+        let mut f = vec![0x40, 0x00];
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+        f.extend(std::iter::repeat_n(7u8, len));
+        f
+    };
+    let outcomes: Vec<bool> = (0..4)
+        .map(|_| matches!(h.send(&c, &frame(300)), Outcome::Forward(..)))
+        .collect();
+    assert_eq!(outcomes, [true, true, true, false], "1,000 bytes a second");
+    let dropped = h.server.stats().drops[DropReason::RateLimited as usize];
+    assert_eq!(dropped, 1);
+    h.now = h.now.advance(Duration::from_millis(300));
+    assert!(
+        matches!(h.send(&c, &frame(300)), Outcome::Forward(..)),
+        "refilled"
+    );
 }
 
 /// The timer wakes the core only when an allocation, permission or channel is due, for the

@@ -347,7 +347,7 @@ fn cli_yaml_is_a_stream_of_objects() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     let mut kinds = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&stdout) {
+    for doc in serde_norway::Deserializer::from_str(&stdout) {
         let v: Value = serde::Deserialize::deserialize(doc).expect("yaml doc");
         if v.is_null() {
             continue;

@@ -27,72 +27,10 @@ use common::*;
 use ops_util::{scrape, status_of, wait_for, write_atomic};
 use serde_json::{Value, json};
 
-const NETNS_ENV: &str = "STUNNERD_TEST_NETNS";
 const METRICS: u16 = 8080;
 const HEALTH: u16 = 8086;
 const PEER: u16 = 9000;
 const GW: &str = "stunner/gw";
-
-// ------------------------------------------------------------------------------------------
-// Running a test in a network namespace of its own
-// ------------------------------------------------------------------------------------------
-
-/// A network namespace this test created, with `lo` up; deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create(test: &str) -> Netns {
-        let name = format!("stunnerd-{}-{test}", std::process::id());
-        let name: String = name.chars().take(40).collect();
-        let run = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().expect("run ip");
-            assert!(st.success(), "ip {args:?} failed (root needed)");
-        };
-        run(&["netns", "add", &name]);
-        let ns = Netns(name);
-        run(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Run `body` inside a fresh network namespace: outside one, re-run this very test (by its
-/// exact name) under `ip netns exec` and require that it passed there.
-fn in_netns(test: &str, body: fn()) {
-    if std::env::var_os(NETNS_ENV).is_some() {
-        body();
-        return;
-    }
-    let ns = Netns::create(test);
-    let exe = std::env::current_exe().expect("test binary");
-    // The harness names a test by its path below the crate root (`k8s_restart::name`).
-    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
-    let full = format!("{module}::{test}");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0])
-        .arg(exe)
-        .args([full.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-        .env(NETNS_ENV, &ns.0);
-    let out = run_with_timeout(cmd, Duration::from_secs(180));
-    assert!(
-        out.code() == Some(0) && out.stdout.contains("test result: ok. 1 passed"),
-        "{test} in netns {} failed (exit {:?}):\n{}",
-        ns.0,
-        out.code(),
-        out.combined()
-    );
-    // Show the measured figures of the inner run.
-    for line in out.stdout.lines() {
-        if let Some(i) = line.find("measured:") {
-            println!("{}", &line[i..]);
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // Manifests
@@ -544,6 +482,7 @@ const TLS: Listener = l("tls", "TURN-TLS", 3481);
 #[test]
 fn gatewayconfig_change_other_than_realm_keeps_listeners() {
     in_netns(
+        module_path!(),
         "gatewayconfig_change_other_than_realm_keeps_listeners",
         || {
             let d = Daemon::start(&[UDP_A, TCP]);
@@ -583,37 +522,41 @@ fn gatewayconfig_change_other_than_realm_keeps_listeners() {
 /// and every session's allocation is gone.
 #[test]
 fn realm_change_restarts_all_listeners() {
-    in_netns("realm_change_restarts_all_listeners", || {
-        let all = [UDP_A, UDP_B, TCP, TLS];
-        let d = Daemon::start(&all);
-        let s = sessions(&d, &[&UDP_A, &TCP, &TLS], &["udp-a", "tcp", "tls"]);
-        let created = d.created();
-        let line = edit_under_load(&d, &s, || {
-            d.put(
-                "02-config.json",
-                &gateway_config("realm-2.example.com", "pass-1", "all:INFO"),
-            )
-        });
-        println!("measured: {line}");
-        let mut restarted = named(&line, "listeners restarted");
-        restarted.sort();
-        let mut want: Vec<String> = all.iter().map(|l| full(l.name)).collect();
-        want.sort();
-        assert_eq!(restarted, want, "{line}");
-        assert!(
-            wait_for(Duration::from_secs(3), || d.active() == 0),
-            "allocations left after a realm change: {}",
-            d.active()
-        );
-        for (name, r) in outcome(s) {
-            assert_cut(name, &r);
-        }
-        assert_eq!(d.created(), created, "no client re-allocated on its own");
-        // Every listener serves again, in the new realm (uclient takes the realm it is told).
-        for l in &all {
-            d.assert_serves(l, "pass-1");
-        }
-    });
+    in_netns(
+        module_path!(),
+        "realm_change_restarts_all_listeners",
+        || {
+            let all = [UDP_A, UDP_B, TCP, TLS];
+            let d = Daemon::start(&all);
+            let s = sessions(&d, &[&UDP_A, &TCP, &TLS], &["udp-a", "tcp", "tls"]);
+            let created = d.created();
+            let line = edit_under_load(&d, &s, || {
+                d.put(
+                    "02-config.json",
+                    &gateway_config("realm-2.example.com", "pass-1", "all:INFO"),
+                )
+            });
+            println!("measured: {line}");
+            let mut restarted = named(&line, "listeners restarted");
+            restarted.sort();
+            let mut want: Vec<String> = all.iter().map(|l| full(l.name)).collect();
+            want.sort();
+            assert_eq!(restarted, want, "{line}");
+            assert!(
+                wait_for(Duration::from_secs(3), || d.active() == 0),
+                "allocations left after a realm change: {}",
+                d.active()
+            );
+            for (name, r) in outcome(s) {
+                assert_cut(name, &r);
+            }
+            assert_eq!(d.created(), created, "no client re-allocated on its own");
+            // Every listener serves again, in the new realm (uclient takes the realm it is told).
+            for l in &all {
+                d.assert_serves(l, "pass-1");
+            }
+        },
+    );
 }
 
 /// "Adding or removing a listener will start/stop only the TURN listener being
@@ -621,6 +564,7 @@ fn realm_change_restarts_all_listeners() {
 #[test]
 fn adding_or_removing_a_listener_touches_only_that_listener() {
     in_netns(
+        module_path!(),
         "adding_or_removing_a_listener_touches_only_that_listener",
         || {
             let d = Daemon::start(&[UDP_A, TCP]);
@@ -750,6 +694,7 @@ fn restart_only(
 #[test]
 fn changing_protocol_port_or_tls_keys_restarts_only_that_listener() {
     in_netns(
+        module_path!(),
         "changing_protocol_port_or_tls_keys_restarts_only_that_listener",
         || {
             let d = Daemon::start(&[UDP_A, UDP_B, TCP, TLS]);

@@ -21,6 +21,7 @@ mod ops_util;
 
 mod cli;
 mod config_examples;
+mod hostile;
 mod k8s_auth_rotation;
 mod k8s_divergences;
 mod k8s_e2e;
@@ -46,4 +47,6 @@ mod rfc6062;
 mod secret_rotation;
 mod transport_bounds;
 mod transports;
+// Drives the turnperf binary, which only builds with `--features turnperf`.
+#[cfg(feature = "turnperf")]
 mod turnperf;

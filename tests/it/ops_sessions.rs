@@ -147,7 +147,7 @@ fn logs_name_listeners_auth_failures_refused_peers_and_sessions() {
     wait_line(
         &d,
         &[&format!(
-            "listener udp started: TURN-UDP on port {} (all interfaces), address 127.0.0.1, relay ports {}-{}",
+            "listener udp started: TURN-UDP on port {} (127.0.0.1 only), address 127.0.0.1, relay ports {}-{}",
             p.udp,
             p.relay_lo,
             p.relay_lo + 63
@@ -156,7 +156,7 @@ fn logs_name_listeners_auth_failures_refused_peers_and_sessions() {
     wait_line(
         &d,
         &[&format!(
-            "listener tcp started: TURN-TCP on port {} (all interfaces), address 127.0.0.1, relay ports any",
+            "listener tcp started: TURN-TCP on port {} (127.0.0.1 only), address 127.0.0.1, relay ports any",
             p.tcp
         )],
     );
@@ -357,13 +357,13 @@ fn logs_name_listeners_auth_failures_refused_peers_and_sessions() {
     wait_line(
         &d,
         &[&format!(
-            "listener udp2 started: TURN-UDP on port {udp2} (all interfaces)"
+            "listener udp2 started: TURN-UDP on port {udp2} (127.0.0.1 only)"
         )],
     );
     wait_line(
         &d,
         &[&format!(
-            "listener udp restarted (its allocations were closed): TURN-UDP on port {} (all interfaces)",
+            "listener udp restarted (its allocations were closed): TURN-UDP on port {} (127.0.0.1 only)",
             p.tcp
         )],
     );

@@ -19,16 +19,6 @@ use ops_util::{scrape, wait_for};
 /// The per-worker bound on DTLS sessions past the cookie (`transport::dtls::MAX_HALF_OPEN`).
 const MAX_HALF_OPEN: f64 = 256.0;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Datagrams in and out of a client-side openssl DTLS session, in memory.
 #[derive(Default)]
 struct Pipe {

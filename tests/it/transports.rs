@@ -8,6 +8,7 @@
 
 use crate::common;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -217,6 +218,27 @@ fn uclient_over_dtls_static_and_rest() {
     }
 }
 
+/// Large datagrams (issue 13): ChannelData and Send/Data of 16,000 bytes are relayed over
+/// UDP and TCP, and 60,000 bytes over UDP (the loopback MTU allows it; a real path
+/// fragments); DTLS carries up to a record's 16 KiB. turnutils_uclient sends and checks
+/// every message.
+#[test]
+fn large_datagrams_are_relayed_on_every_transport() {
+    let mut s = start(false, false);
+    for (port, flags, size) in [
+        (s.udp, &["-c"][..], 16_000),
+        (s.udp, &[][..], 16_000),
+        (s.udp, &["-c"][..], 60_000),
+        (s.tcp, &["-t", "-c"][..], 16_000),
+        (s.tcp, &["-t"][..], 16_000),
+        (s.tls, &["-t", "-S", "-c"][..], 16_000),
+        (s.dtls, &["-S", "-c"][..], 16_000),
+    ] {
+        let r = uclient(port, false, flags, size);
+        check(&r, &mut s);
+    }
+}
+
 /// An RSA certificate serves DTLS (openssl) and TLS (rustls) as well as the ECDSA one the
 /// other tests use.
 #[test]
@@ -400,7 +422,9 @@ fn ipv6_relaying_over_udp_and_tcp() {
     let mut cmd = Command::new(stunnerd_bin());
     cmd.arg("-c").arg(format!("file://{}", config.display()));
     let mut server = Proc::spawn("stunnerd", cmd);
-    wait_udp_ready(local(udp)).expect("stunnerd answers");
+    // A loopback listener binds its address only: [::1], not 127.0.0.1.
+    wait_udp_ready(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, udp)))
+        .expect("stunnerd answers");
     let peer_port = free_udp_port_pair();
     let mut peer_cmd = Command::new(require_tool("turnutils_peer"));
     peer_cmd.args(["-L", "::1", "-p", &peer_port.to_string()]);
@@ -487,6 +511,44 @@ fn turn_uri_default_configuration() {
     .unwrap();
     assert_eq!(relayed.ip().to_string(), "127.0.0.1");
     server.assert_running("after Allocate");
+
+    // A loopback URI relays to loopback peers (turnutils_peer on 127.0.0.1), over channels
+    // and Send indications, which the wildcard route alone would refuse.
+    let peer_port = free_udp_port_pair();
+    let _peer = start_peer(peer_port);
+    for mode in ["-c", "-s"] {
+        let r = run_uclient([
+            mode,
+            "-u",
+            "user",
+            "-w",
+            "pass",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+            "-p",
+            &port.to_string(),
+            "-m",
+            "2",
+            "-n",
+            "20",
+            "-l",
+            "121",
+            "-z",
+            "5",
+            "127.0.0.1",
+        ]);
+        server.assert_running("after uclient to a loopback peer");
+        r.assert_all_echoed(40, &server.log());
+    }
+    // ... and it binds 127.0.0.1 only: another address of this host (127.0.0.2, as any
+    // non-loopback address would) gets no answer, where a wildcard bind answers.
+    assert!(
+        !binding_answered(SocketAddr::from(([127, 0, 0, 2], port))),
+        "127.0.0.2:{port} answered a Binding"
+    );
+    assert!(binding_answered(local(port)), "control: 127.0.0.1 answers");
     // Both default configurations serve health on :8086: one at a time.
     drop(server);
 
@@ -518,6 +580,33 @@ fn turn_uri_default_configuration() {
         connected.contains("BEGIN CERTIFICATE"),
         "no TLS handshake:\n{connected}"
     );
+    // A loopback TCP listener binds 127.0.0.1 only too.
+    let refused = std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 2], tls_port)),
+        Duration::from_secs(2),
+    );
+    assert!(
+        refused.is_err(),
+        "127.0.0.2:{tls_port} accepted a connection"
+    );
+}
+
+/// Whether a STUN Binding request to `addr` gets an answer (three tries, 300 ms each).
+fn binding_answered(addr: SocketAddr) -> bool {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    for _ in 0..3 {
+        let (req, tid) = binding_request();
+        sock.send_to(&req, addr).unwrap();
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if n >= 20 && buf[8..20] == tid {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 // ------------------------------------------------------------------------------------------

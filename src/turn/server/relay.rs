@@ -47,6 +47,9 @@ impl Server {
             a.channels[i].cluster = cluster;
         }
         let (peer, cluster) = (a.channels[i].peer, a.channels[i].cluster);
+        if !a.budget.take(self.send_rate, cd.data.len(), now.mono) {
+            return ClientOutput::Drop(DropReason::RateLimited);
+        }
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += cd.data.len() as u64;
         self.clusters.count(snap, cluster, true, cd.data.len());
@@ -93,6 +96,9 @@ impl Server {
             Err(why) => return ClientOutput::Drop(refused(a, peer, why, now.unix)),
         };
         let relay = a.relay;
+        if !a.budget.take(self.send_rate, data.len(), now.mono) {
+            return ClientOutput::Drop(DropReason::RateLimited);
+        }
         a.traffic.to_peer_packets += 1;
         a.traffic.to_peer_bytes += data.len() as u64;
         self.clusters.count(snap, cluster, true, data.len());

@@ -49,7 +49,7 @@ impl Server {
         if method == Method::Binding {
             return self
                 .binding(ctx, msg, out)
-                .map(Done::Reply)
+                .map(Done::Unverified)
                 .map_err(|e| (e, None));
         }
         let tcp_method = matches!(method, Method::Connect | Method::ConnectionBind);
@@ -96,7 +96,10 @@ impl Server {
                 }
                 let ans = match e {
                     AuthError::Malformed => Answer::Error(TurnError::BadRequest),
-                    other => Answer::Challenge(other.error()),
+                    other => Answer::Challenge {
+                        error: other.error(),
+                        proven: matches!(other, AuthError::Rejected(_)),
+                    },
                 };
                 (ans, None)
             })?;
@@ -211,10 +214,6 @@ impl Server {
         if family.is_some_and(|f| f != listener_family) {
             return Err(TurnError::AddressFamilyNotSupported);
         }
-        let user_count = self.per_user.get(auth.user()).copied().unwrap_or(0);
-        if snap.user_quota > 0 && user_count >= snap.user_quota {
-            return Err(TurnError::AllocationQuotaReached);
-        }
         if self.by_client.len() >= MAX_ALLOCATIONS {
             return Err(TurnError::InsufficientCapacity);
         }
@@ -255,7 +254,7 @@ impl Server {
             relays.close(relay);
             return Err(TurnError::ServerError);
         };
-        let allocation = Allocation {
+        let mut allocation = Allocation {
             id: session::next_id(),
             five,
             transport: logs::transport_name(listener.protocol),
@@ -277,7 +276,23 @@ impl Server {
             channels: Vec::new(),
             tcp,
             held: auth.held_credential(msg),
+            quota: None,
+            budget: SendBudget::new(self.send_rate, now.mono),
         };
+        // The quota: `admin.user_quota` per user when set, else the shell's default cap per
+        // TURN REST credential (static users unlimited).
+        let quota = match (&allocation.held, snap.user_quota) {
+            (_, q) if q > 0 => Some((allocation.user.clone(), Quota::Configured(q))),
+            (Some(h), _) => Some((Arc::from(h.username()), Quota::Ephemeral)),
+            (None, _) => None,
+        };
+        if let Some((key, q)) = &quota {
+            if !relays.reserve_quota(key, *q) {
+                relays.close(allocation.relay);
+                return Err(TurnError::AllocationQuotaReached);
+            }
+        }
+        allocation.quota = quota.map(|(k, _)| k);
         tracing::info!(
             target: "turn",
             "session {} created: user {}, client {} {} -> {} (listener {}), relayed {} ({}), lifetime {}s",
@@ -489,6 +504,7 @@ impl Server {
     ) -> ClientOutput<'a> {
         let (answer, auth) = match res {
             Ok(Done::Reply(len)) => return ClientOutput::Reply(len),
+            Ok(Done::Unverified(len)) => return ClientOutput::Unverified(len),
             Ok(Done::Pending) => return ClientOutput::Pending,
             Ok(Done::Bind(len, conn)) => return ClientOutput::Bind { len, conn },
             Err(e) => e,
@@ -500,12 +516,16 @@ impl Server {
             msg.method(),
             ctx.client,
             match answer {
-                Answer::Error(e) | Answer::Challenge(e) => e.code(),
+                Answer::Error(e) | Answer::Challenge { error: e, .. } => e.code(),
                 Answer::Unknown(..) => TurnError::UnknownAttribute.code(),
             }
         );
+        // Only an authenticated request, or one with a valid nonce, comes from a source that
+        // has shown it receives what we send (the nonce is bound to its address).
+        let proven = auth.is_some() || matches!(answer, Answer::Challenge { proven: true, .. });
         match self.write_error(now, snap, ctx, msg, answer, auth.as_ref(), out) {
-            Ok(len) => ClientOutput::Reply(len),
+            Ok(len) if proven => ClientOutput::Reply(len),
+            Ok(len) => ClientOutput::Unverified(len),
             Err(_) => ClientOutput::Drop(DropReason::TooBig),
         }
     }
@@ -523,7 +543,7 @@ impl Server {
         let mut w = MessageWriter::new(out, msg.method(), Class::Error, msg.transaction_id())?;
         match answer {
             Answer::Error(e) => w.add_error_code(e.code())?,
-            Answer::Challenge(e) => {
+            Answer::Challenge { error: e, .. } => {
                 w.add_error_code(e.code())?;
                 w.add(REALM, snap.realm.as_bytes())?;
                 w.add(NONCE, &self.nonces.make(now.unix, ctx.client))?;

@@ -19,7 +19,6 @@ impl Server {
         self.next_serial = self.next_serial.wrapping_add(1);
         let (serial, scheduled) = (a.serial, a.next_deadline());
         a.scheduled = scheduled;
-        *self.per_user.entry(a.user.clone()).or_insert(0) += 1;
         let id = match self.free.pop() {
             Some(id) => {
                 self.allocs[id as usize] = Some(a);
@@ -66,11 +65,8 @@ impl Server {
         self.free.push(id);
         self.by_client.remove(&a.five);
         self.by_relay.remove(&a.relay);
-        if let Some(n) = self.per_user.get_mut(&a.user) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(&a.user);
-            }
+        if let Some(key) = &a.quota {
+            relays.release_quota(key);
         }
         self.close_peer_conns_of(id, relays);
         relays.close(a.relay);

@@ -47,7 +47,9 @@ impl Harness {
             &mut self.out,
             &mut self.relays,
         ) {
-            ClientOutput::Reply(n) => Out::Reply(self.out[..n].to_vec()),
+            ClientOutput::Reply(n) | ClientOutput::Unverified(n) => {
+                Out::Reply(self.out[..n].to_vec())
+            }
             ClientOutput::Pending => Out::Pending,
             ClientOutput::Bind { len, conn } => Out::Bind(self.out[..len].to_vec(), conn),
             _ => Out::Other,

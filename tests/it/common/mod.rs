@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::{NamedTempFile, TempDir, TempPath};
 
+pub mod netns;
+pub use netns::in_netns;
+
 pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub const REALM: &str = "stunner.l7mp.io";
 pub const USER: &str = "user";
@@ -390,7 +393,12 @@ pub fn binding_request() -> ([u8; 20], [u8; 12]) {
 /// Sends STUN Binding requests to `addr` until any response with our transaction id comes
 /// back (success or error). Bounded: 50 tries x 100 ms.
 pub fn wait_udp_ready(addr: SocketAddr) -> Result<(), String> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    let from: SocketAddr = if addr.is_ipv6() {
+        "[::1]:0".parse().map_err(|e| format!("{e}"))?
+    } else {
+        SocketAddrV4::new(LOCALHOST, 0).into()
+    };
+    let sock = UdpSocket::bind(from).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
@@ -857,4 +865,15 @@ pub fn describe(server: &Server) -> String {
         server.spec.udp_threads
     );
     s
+}
+
+/// Resident set size of a process we started, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

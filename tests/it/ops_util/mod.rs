@@ -240,7 +240,12 @@ pub struct TurnClient {
 
 impl TurnClient {
     pub fn new(server: SocketAddr, user: &str, pass: &str) -> TurnClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        TurnClient::new_from("127.0.0.1", server, user, pass)
+    }
+
+    /// A client whose socket is bound to `local` (an address of this host).
+    pub fn new_from(local: &str, server: SocketAddr, user: &str, pass: &str) -> TurnClient {
+        let sock = UdpSocket::bind((local, 0)).expect("bind client");
         sock.set_read_timeout(Some(Duration::from_millis(300)))
             .expect("timeout");
         TurnClient {
