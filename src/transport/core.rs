@@ -20,8 +20,6 @@ pub struct Core {
     pub preauth: PreauthBudget,
     /// Output buffer for answers to stream and DTLS clients and for Data indications.
     pub scratch: Vec<u8>,
-    /// The worker's number, for log lines.
-    pub worker: usize,
 }
 
 /// The worker's relay sockets, as an endpoint handling a client message uses them: the

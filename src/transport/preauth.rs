@@ -21,6 +21,8 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
+use crate::turn::bucket::ByteBucket;
+
 /// Source prefixes tracked per worker.
 pub const MAX_PREFIXES: usize = 16 * 1024;
 /// Default bytes per second of answers larger than their request, per source prefix, for
@@ -31,15 +33,9 @@ pub const DEFAULT_BYTES_PER_SEC: u32 = 32 * 1024;
 pub struct PreauthBudget {
     /// Bytes per second and burst, this worker's share; 0: no limit.
     rate: u32,
-    table: FxHashMap<u128, Bucket>,
+    table: FxHashMap<u128, ByteBucket>,
     /// Shared by new prefixes while the table is full.
-    overflow: Bucket,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: u32,
-    at: Instant,
+    overflow: ByteBucket,
 }
 
 impl PreauthBudget {
@@ -54,10 +50,7 @@ impl PreauthBudget {
         PreauthBudget {
             rate,
             table: FxHashMap::default(),
-            overflow: Bucket {
-                tokens: rate,
-                at: now,
-            },
+            overflow: ByteBucket::full(rate, now),
         }
     }
 
@@ -69,10 +62,7 @@ impl PreauthBudget {
         let rate = self.rate;
         let key = prefix(ip);
         let bucket = if self.table.len() < MAX_PREFIXES || self.table.contains_key(&key) {
-            self.table.entry(key).or_insert(Bucket {
-                tokens: rate,
-                at: now,
-            })
+            self.table.entry(key).or_insert(ByteBucket::full(rate, now))
         } else {
             &mut self.overflow
         };
@@ -84,32 +74,8 @@ impl PreauthBudget {
         let rate = self.rate;
         self.table.retain(|_, b| {
             b.refill(rate, now);
-            b.tokens < rate
+            !b.is_full(rate)
         });
-    }
-}
-
-impl Bucket {
-    fn refill(&mut self, rate: u32, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at);
-        let earned = u64::from(rate) * elapsed.as_micros() as u64 / 1_000_000;
-        if earned > 0 {
-            self.tokens = u32::try_from(u64::from(self.tokens) + earned)
-                .unwrap_or(u32::MAX)
-                .min(rate);
-            self.at = now;
-        }
-    }
-
-    fn take(&mut self, rate: u32, bytes: usize, now: Instant) -> bool {
-        self.refill(rate, now);
-        match u32::try_from(bytes) {
-            Ok(b) if b <= self.tokens => {
-                self.tokens -= b;
-                true
-            }
-            _ => false,
-        }
     }
 }
 

@@ -162,7 +162,6 @@ impl Worker {
                     Instant::now(),
                 ),
                 scratch: vec![0; SEND_SLOT],
-                worker: index,
             },
             cache,
             control,

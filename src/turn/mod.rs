@@ -6,6 +6,7 @@
 //! closed through the [`Relays`] trait, so the core never touches a socket itself.
 
 pub mod auth;
+pub mod bucket;
 pub mod logs;
 pub mod policy;
 mod server;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::auth::{self, AuthError, Authenticated, HeldCredential, NonceKey};
+use super::bucket::ByteBucket;
 use super::logs::{self, Shown, Suppressed};
 use super::policy;
 use super::session::{self, DeleteReason, Traffic};
@@ -106,7 +107,7 @@ struct Allocation {
     /// The quota it counts against (`Relays::reserve_quota`), released when it goes.
     quota: Option<Arc<str>>,
     /// What it may still send to its peers (`Server::set_send_rate`).
-    budget: SendBudget,
+    budget: ByteBucket,
     /// Tells this allocation's deadlines from those of an earlier one with the same id.
     serial: u32,
     /// The earliest time this allocation is in [`Server::deadlines`] for.
@@ -126,45 +127,6 @@ struct Channel {
     /// that admitted it.
     admitted_gen: u64,
     cluster: ClusterIdx,
-}
-
-/// A token bucket of bytes an allocation may send to its peers.
-#[derive(Clone, Copy, Debug)]
-struct SendBudget {
-    tokens: u32,
-    at: Instant,
-}
-
-impl SendBudget {
-    fn new(rate: u32, now: Instant) -> SendBudget {
-        SendBudget {
-            tokens: rate,
-            at: now,
-        }
-    }
-
-    /// Whether `bytes` may go at `now` under `rate` bytes per second (0: always).
-    #[inline]
-    fn take(&mut self, rate: u32, bytes: usize, now: Instant) -> bool {
-        if rate == 0 {
-            return true;
-        }
-        let earned =
-            u64::from(rate) * now.saturating_duration_since(self.at).as_micros() as u64 / 1_000_000;
-        if earned > 0 {
-            self.tokens = u32::try_from(u64::from(self.tokens) + earned)
-                .unwrap_or(u32::MAX)
-                .min(rate);
-            self.at = now;
-        }
-        match u32::try_from(bytes) {
-            Ok(b) if b <= self.tokens => {
-                self.tokens -= b;
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 /// Result of request handling before it is written out.

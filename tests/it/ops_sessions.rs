@@ -558,41 +558,24 @@ fn sessions_lists_a_uclient_allocation_by_user_and_kill_ends_it() {
 // ------------------------------------------------------------------------------------------
 
 /// A network namespace with `lo` up, also holding 10.77.0.1 (a local address that is not
-/// loopback); deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Netns {
-        let name = format!("stunnerd-sess-{}", std::process::id());
-        let run = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().expect("run ip");
-            assert!(st.success(), "ip {args:?} failed (root needed)");
-        };
-        run(&["netns", "add", &name]);
-        let ns = Netns(name);
-        run(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        run(&["-n", &ns.0, "addr", "add", "10.77.0.1/32", "dev", "lo"]);
-        ns
-    }
-
-    fn command(&self, bin: &Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0]).arg(bin);
-        cmd.env_remove("STUNNERD_ADMIN_TOKEN")
-            .env_remove("STUNNERD_ADMIN_TOKEN_FILE");
-        cmd
-    }
+/// loopback).
+fn session_netns() -> Netns {
+    let ns = Netns::create("sessions");
+    ns.ip(&["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    ns
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// `bin` inside `ns`, without the admin token of this environment.
+fn in_ns(ns: &Netns, bin: &Path) -> Command {
+    let mut cmd = ns.command(bin);
+    cmd.env_remove("STUNNERD_ADMIN_TOKEN")
+        .env_remove("STUNNERD_ADMIN_TOKEN_FILE");
+    cmd
 }
 
 #[test]
 fn sessions_answer_loopback_only_or_the_bearer_token() {
-    let ns = Netns::create();
+    let ns = session_netns();
     let cfg = write_config(
         &json!({
             "version": "v1",
@@ -605,7 +588,7 @@ fn sessions_answer_loopback_only_or_the_bearer_token() {
         .to_string(),
     );
     let daemon = |envs: &[(&str, &str)]| {
-        let mut cmd = ns.command(&stunnerd_bin());
+        let mut cmd = in_ns(&ns, &stunnerd_bin());
         cmd.arg("-c").arg(format!("file://{}", cfg.display()));
         for (k, v) in envs {
             cmd.env(k, v);
@@ -613,7 +596,7 @@ fn sessions_answer_loopback_only_or_the_bearer_token() {
         Proc::spawn("stunnerd-netns", cmd)
     };
     let cli = |endpoint: &str, envs: &[(&str, &str)]| {
-        let mut cmd = ns.command(&stunnerd_bin());
+        let mut cmd = in_ns(&ns, &stunnerd_bin());
         cmd.args(["sessions", "--endpoint", endpoint]);
         for (k, v) in envs {
             cmd.env(k, v);

@@ -277,7 +277,7 @@ impl Server {
             tcp,
             held: auth.held_credential(msg),
             quota: None,
-            budget: SendBudget::new(self.send_rate, now.mono),
+            budget: ByteBucket::full(self.send_rate, now.mono),
         };
         // The quota: `admin.user_quota` per user when set, else the shell's default cap per
         // TURN REST credential (static users unlimited).

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tempfile::{NamedTempFile, TempDir, TempPath};
 
 pub mod netns;
-pub use netns::in_netns;
+pub use netns::{Netns, in_netns};
 
 pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub const REALM: &str = "stunner.l7mp.io";

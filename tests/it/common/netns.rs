@@ -27,6 +27,25 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Run `ip` inside the namespace (`ip -n NAME ARGS`).
+    pub fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .status()
+            .expect("run ip");
+        assert!(st.success(), "ip -n {} {args:?} failed", self.0);
+    }
+
+    /// A command that runs `bin` inside the namespace.
+    pub fn command(&self, bin: &std::path::Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).arg(bin);
+        cmd
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
