@@ -35,6 +35,7 @@ use crate::snapshot::{Snapshot, Store};
 use crate::source::watch::Watch;
 use crate::source::{self, Env, Sink, SourceEvent};
 use crate::transport::budget::Budgets;
+use crate::transport::offload::Offload;
 use crate::transport::pool::Workers;
 use crate::transport::worker::Limits;
 
@@ -179,6 +180,12 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
     );
 
     let store = Store::new(snapshot);
+    let offload = Offload::new();
+    if !cli.dry_run {
+        if let Err(e) = offload.apply(&store.load()) {
+            return fail(&format!("invalid configuration: {e}"));
+        }
+    }
     let workers = if cli.dry_run {
         None
     } else {
@@ -198,6 +205,7 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
             allocation_rate: cli.allocation_rate,
             workers: cli.udp_threads(),
             budgets,
+            offload: offload.clone(),
         };
         match Workers::start(&store, cli.udp_threads(), limits) {
             Ok(w) => Some(Arc::new(w)),
@@ -211,6 +219,7 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
         cli.force_ready_status,
         cli.udp_threads() as u64,
     );
+    admin.set_offload(offload.clone());
     let token = match admin::sessions::Token::from_env(&*env) {
         Ok(t) => t,
         Err(e) => return fail(&format!("admin token: {e}")),
@@ -250,6 +259,7 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
         store: store.clone(),
         admin: Arc::clone(&admin),
         workers: workers.clone(),
+        offload: offload.clone(),
         health,
         metrics,
         logs,
@@ -313,6 +323,7 @@ async fn run_async(cli: Cli, env: Env, logs: LogHandle, cli_spec: Option<String>
     if let Some(w) = workers.and_then(|w| Arc::try_unwrap(w).ok()) {
         w.stop();
     }
+    offload.stop();
     code
 }
 

@@ -67,10 +67,13 @@ pub(super) fn status(state: &AdminState) -> Value {
     } else {
         cfg.admin.offload_interfaces.join(",")
     };
-    put(
-        "offload",
-        &format!("{}[{ifaces}]", cfg.admin.offload_engine),
-    );
+    // The engine in use: what the config asks for once it runs (Auto resolved, None when
+    // Auto found no kernel support).
+    let engine = match state.offload_stats() {
+        Some(o) => o.engine.map_or("None", |e| e.as_str()).to_string(),
+        None => cfg.admin.offload_engine.clone(),
+    };
+    put("offload", &format!("{engine}[{ifaces}]"));
     put("licensing_info", "{tier:free}");
 
     let credentials: Map<String, Value> = cfg

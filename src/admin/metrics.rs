@@ -9,6 +9,8 @@
 //! set bounded by the config (listener and cluster names) or by a fixed enum (drop reasons,
 //! reload results).
 
+use crate::transport::offload::OffloadStats;
+use crate::transport::offload::keys::Fallback;
 use std::fmt::Write as _;
 
 use hyper::{Response, StatusCode};
@@ -262,6 +264,9 @@ pub fn render(state: &AdminState) -> String {
             l.handshakes,
         );
     }
+    if let Some(o) = state.offload_stats() {
+        offload_series(&mut w, &o);
+    }
     w.family(
         "stunnerd_config_reloads_total",
         "counter",
@@ -288,6 +293,60 @@ pub fn render(state: &AdminState) -> String {
     w.sample("stunnerd_ready", &[], u64::from(state.ready_for_probe()));
     process_series(&mut w, &ProcessSample::read());
     w.out
+}
+
+/// The kernel offload's series (`admin.offload_engine`): routes installed, what the kernel
+/// relayed (also counted in the listener and cluster series), and the packets for our
+/// sockets it passed up to user space, by reason.
+fn offload_series(w: &mut Writer, o: &OffloadStats) {
+    w.family(
+        "stunnerd_offload_entries",
+        "gauge",
+        "Channels relayed in the kernel (admin.offload_engine)",
+    );
+    w.sample("stunnerd_offload_entries", &[], o.entries);
+    w.family(
+        "stunnerd_offload_packets_total",
+        "counter",
+        "Datagrams relayed in the kernel, by direction",
+    );
+    w.sample(
+        "stunnerd_offload_packets_total",
+        &[("direction", "to_peer")],
+        o.relayed.to_peer_packets,
+    );
+    w.sample(
+        "stunnerd_offload_packets_total",
+        &[("direction", "to_client")],
+        o.relayed.to_client_packets,
+    );
+    w.family(
+        "stunnerd_offload_bytes_total",
+        "counter",
+        "Payload bytes relayed in the kernel, by direction",
+    );
+    w.sample(
+        "stunnerd_offload_bytes_total",
+        &[("direction", "to_peer")],
+        o.relayed.to_peer_bytes,
+    );
+    w.sample(
+        "stunnerd_offload_bytes_total",
+        &[("direction", "to_client")],
+        o.relayed.to_client_bytes,
+    );
+    w.family(
+        "stunnerd_offload_fallbacks_total",
+        "counter",
+        "Datagrams for our sockets the kernel passed up to user space, by reason",
+    );
+    for f in Fallback::ALL {
+        w.sample(
+            "stunnerd_offload_fallbacks_total",
+            &[("reason", f.as_str())],
+            o.fallbacks[f as usize],
+        );
+    }
 }
 
 /// The standard process series, with the names, types and help texts of the Prometheus

@@ -25,6 +25,7 @@ pub use metrics::render as render_metrics;
 pub use process::ProcessSample;
 
 use crate::snapshot::Store;
+use crate::transport::offload::{Offload, OffloadStats};
 use crate::transport::stats::{StatsSlot, WorkerReport, sum};
 
 /// Default port of the health server (spec 2.3).
@@ -87,6 +88,8 @@ pub struct AdminState {
     sessions: OnceLock<sessions::SessionControl>,
     /// Who may use `/sessions` (unset: loopback peers only).
     token: OnceLock<sessions::Token>,
+    /// The kernel offload (unset in dry-run mode and in tests).
+    offload: OnceLock<Arc<Offload>>,
 }
 
 impl AdminState {
@@ -107,7 +110,19 @@ impl AdminState {
             udp_sockets,
             sessions: OnceLock::new(),
             token: OnceLock::new(),
+            offload: OnceLock::new(),
         })
+    }
+
+    /// The kernel offload whose engine `/status` and whose counters `/metrics` show. Set
+    /// once, at start-up.
+    pub fn set_offload(&self, offload: Arc<Offload>) {
+        let _ = self.offload.set(offload);
+    }
+
+    /// The offload's state, if one is set.
+    pub fn offload_stats(&self) -> Option<OffloadStats> {
+        self.offload.get().map(|o| o.stats())
     }
 
     /// Serve `/sessions` through these workers, to peers `token` admits. Set once, at

@@ -24,12 +24,15 @@ use crate::log::LogHandle;
 use crate::snapshot::diff::{Plan, diff, listener_changes};
 use crate::snapshot::{Snapshot, Store};
 use crate::source::SourceEvent;
+use crate::transport::offload::Offload;
 use crate::transport::pool::{Workers, check_bindable};
 
 pub(super) struct Reconciler {
     pub store: Store,
     pub admin: Arc<AdminState>,
     pub workers: Option<Arc<Workers>>,
+    /// The kernel offload, loaded or changed as each config says before it is published.
+    pub offload: Arc<Offload>,
     pub health: Option<Server>,
     pub metrics: Option<Server>,
     pub logs: LogHandle,
@@ -140,6 +143,11 @@ impl Reconciler {
         self.fill_dns(&mut next);
         if !self.dry_run {
             if let Err(e) = check_bindable(Some(&cur), &next) {
+                return self.refuse(ReloadResult::ApplyFailed, &e);
+            }
+        }
+        if !self.dry_run {
+            if let Err(e) = self.offload.apply(&next) {
                 return self.refuse(ReloadResult::ApplyFailed, &e);
             }
         }

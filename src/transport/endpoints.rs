@@ -13,6 +13,7 @@ use rustc_hash::FxHashMap;
 use super::budget::Budgets;
 use super::core::Io;
 use super::dtls::{DtlsListener, DtlsSession};
+use super::offload::Offload;
 use super::relay::{RelaySock, Reservations, TcpRelay, open_udp};
 use super::slab::Slab;
 use super::stats::{CloseReason, ListenerCounters};
@@ -21,7 +22,8 @@ use super::tcp_relay::PeerConn;
 use super::udp::UdpListener;
 use super::uring::{self, GENERATION_MASK, RelayRing};
 use crate::turn::{
-    ConnectionId, Opened, Quota, RelayError, RelayId, RelayRequest, Relays, ToClient, TransportId,
+    ConnectionId, OffloadCounters, OffloadRoute, Opened, Quota, RelayError, RelayId, RelayRequest,
+    Relays, ToClient, TransportId,
 };
 
 /// Everything a worker polls.
@@ -90,6 +92,11 @@ pub(super) struct Endpoints {
     pub(super) conns: usize,
     /// Live DTLS sessions, bounded by [`MAX_SESSIONS`].
     pub(super) sessions: usize,
+    /// The kernel offload (`admin.offload_engine`), shared by the workers.
+    pub(super) offload: Arc<Offload>,
+    /// Offloaded traffic the core counted, by listener socket, for the listener counters
+    /// at the next publish (the socket may be out of the slab while the core runs).
+    pub(super) offloaded: Vec<(u32, OffloadCounters)>,
 }
 
 impl Endpoints {
@@ -140,6 +147,34 @@ impl Endpoints {
 }
 
 impl Relays for Endpoints {
+    fn offload_epoch(&self) -> Option<u64> {
+        self.offload.epoch()
+    }
+
+    fn offload_install(&mut self, route: &OffloadRoute) -> bool {
+        // Only routes of this worker's own UDP listener sockets.
+        matches!(
+            self.slab.get(route.transport.0 as usize),
+            Some(Endpoint::UdpListener(_)) | None
+        ) && self.offload.install(route)
+    }
+
+    fn offload_read(&mut self, route: &OffloadRoute) -> Option<OffloadCounters> {
+        self.offload.read(route)
+    }
+
+    fn offload_remove(&mut self, route: &OffloadRoute) -> Option<OffloadCounters> {
+        self.offload.remove(route)
+    }
+
+    fn offload_counted(&mut self, transport: TransportId, delta: &OffloadCounters) {
+        self.offload.counted(delta);
+        match self.offloaded.iter_mut().find(|(t, _)| *t == transport.0) {
+            Some((_, c)) => *c += delta,
+            None => self.offloaded.push((transport.0, *delta)),
+        }
+    }
+
     fn open(&mut self, req: RelayRequest) -> Result<Opened, RelayError> {
         if !self.budgets.take_alloc_fd() {
             return Err(RelayError::Exhausted);

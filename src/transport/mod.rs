@@ -32,6 +32,7 @@ mod core;
 pub mod dtls;
 mod endpoints;
 pub mod mmsg;
+pub mod offload;
 pub mod pool;
 pub mod preauth;
 pub mod relay;

@@ -24,6 +24,7 @@ use super::core::{ByteStream, Core, Io, canonical_client};
 use super::dtls::{DtlsListener, DtlsSession, DtlsTimers, MAX_HALF_OPEN, MAX_SESSIONS};
 use super::endpoints::{Endpoint, Endpoints, deliver_to, on_ring};
 use super::mmsg::RecvBatch;
+use super::offload::Offload;
 use super::preauth::PreauthBudget;
 use super::relay::Reservations;
 use super::slab::Slab;
@@ -103,6 +104,8 @@ pub struct Limits {
     pub workers: usize,
     /// Descriptor, connection and quota budgets shared by the workers.
     pub budgets: Arc<Budgets>,
+    /// The kernel offload the workers install their routes into.
+    pub offload: Arc<Offload>,
 }
 
 impl Default for Limits {
@@ -112,6 +115,7 @@ impl Default for Limits {
             allocation_rate: 0,
             workers: 1,
             budgets: Budgets::unlimited(),
+            offload: Offload::new(),
         }
     }
 }
@@ -147,6 +151,8 @@ impl Worker {
             doomed: Vec::new(),
             conns: 0,
             sessions: 0,
+            offload: limits.offload.clone(),
+            offloaded: Vec::new(),
         };
         let mut server = server;
         server.set_send_rate(limits.allocation_rate);
@@ -256,6 +262,7 @@ impl Worker {
             if now.mono >= next_sweep {
                 self.eps.reservations.sweep();
                 self.expire(now);
+                self.core.server.offload_poll(now, &snap, &mut self.eps);
                 next_sweep = now.mono + Duration::from_secs(1);
             }
             if now.mono >= next_publish {
@@ -389,6 +396,10 @@ impl Worker {
                 }
             }
         }
+        // Kernel routes the new config no longer admits go; those it allows come.
+        self.core
+            .server
+            .offload_recheck(super::now(), snap, &mut self.eps);
         // RFC 6062 pipes whose peer the new config no longer admits are closed.
         let closed = self
             .core
@@ -1111,6 +1122,17 @@ impl Worker {
             r.core = *core.server.stats();
             r.generation = snap.generation;
             r.io_uring = eps.ring.is_some();
+            // What the kernel relayed counts for the listener socket it bypassed: the
+            // ChannelData both ways, header included.
+            for (key, d) in eps.offloaded.drain(..) {
+                if let Some(Endpoint::UdpListener(l)) = eps.slab.get_mut(key as usize) {
+                    let hdr = crate::stun::CHANNEL_HEADER_LEN as u64;
+                    l.counters.rx_packets += d.to_peer_packets;
+                    l.counters.rx_bytes += d.to_peer_bytes + hdr * d.to_peer_packets;
+                    l.counters.tx_packets += d.to_client_packets;
+                    l.counters.tx_bytes += d.to_client_bytes + hdr * d.to_client_packets;
+                }
+            }
             r.listeners.clear();
             for (_, e) in eps.slab.iter() {
                 if let Some(c) = e.counters() {

@@ -219,6 +219,84 @@ pub trait Relays {
     fn send_to_client(&mut self, transport: TransportId, bytes: &[u8]) {
         let _ = (transport, bytes);
     }
+    /// The kernel offload (`admin.offload_engine`): `Some(epoch)` while one runs. The epoch
+    /// changes when the offload is loaded anew (its tables start empty), so a route
+    /// installed under another epoch is no longer in the kernel.
+    fn offload_epoch(&self) -> Option<u64> {
+        None
+    }
+    /// Have the kernel relay `route`'s ChannelData both ways from now on; false: it stays
+    /// in user space (no offload, or its table is full).
+    fn offload_install(&mut self, route: &OffloadRoute) -> bool {
+        let _ = route;
+        false
+    }
+    /// What the kernel relayed for `route` so far (`None`: it is not installed).
+    fn offload_read(&mut self, route: &OffloadRoute) -> Option<OffloadCounters> {
+        let _ = route;
+        None
+    }
+    /// Stop relaying `route` in the kernel; returns its last counters.
+    fn offload_remove(&mut self, route: &OffloadRoute) -> Option<OffloadCounters> {
+        let _ = route;
+        None
+    }
+    /// Traffic the kernel relayed for a route on `transport` that the core has just
+    /// counted as its own (`delta` since the last report): the shell adds it to the
+    /// listener's counters.
+    fn offload_counted(&mut self, transport: TransportId, delta: &OffloadCounters) {
+        let _ = (transport, delta);
+    }
+}
+
+/// A channel of a UDP allocation as the kernel relays it (`admin.offload_engine`):
+/// `client` -> `listener` ChannelData on `channel` becomes `relay` -> `peer`, and the
+/// reverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OffloadRoute {
+    /// The listener socket the client talks to (its counters get the traffic).
+    pub transport: TransportId,
+    pub listener: SocketAddr,
+    pub client: SocketAddr,
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+    pub channel: u16,
+}
+
+/// Packets and payload bytes the kernel relayed for one route, each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffloadCounters {
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+impl OffloadCounters {
+    /// What `self` has beyond `earlier` (a counter read anew never goes backwards; one that
+    /// did, restarted, so all of it is new).
+    pub fn since(&self, earlier: &OffloadCounters) -> OffloadCounters {
+        let d = |now: u64, then: u64| now.checked_sub(then).unwrap_or(now);
+        OffloadCounters {
+            to_peer_packets: d(self.to_peer_packets, earlier.to_peer_packets),
+            to_peer_bytes: d(self.to_peer_bytes, earlier.to_peer_bytes),
+            to_client_packets: d(self.to_client_packets, earlier.to_client_packets),
+            to_client_bytes: d(self.to_client_bytes, earlier.to_client_bytes),
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == OffloadCounters::default()
+    }
+}
+
+impl std::ops::AddAssign<&OffloadCounters> for OffloadCounters {
+    fn add_assign(&mut self, o: &OffloadCounters) {
+        self.to_peer_packets += o.to_peer_packets;
+        self.to_peer_bytes += o.to_peer_bytes;
+        self.to_client_packets += o.to_client_packets;
+        self.to_client_bytes += o.to_client_bytes;
+    }
 }
 
 /// Which cap an allocation counts against.

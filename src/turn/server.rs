@@ -22,6 +22,8 @@ use super::logs::{self, Shown, Suppressed};
 use super::policy;
 use super::session::{self, DeleteReason, Traffic};
 use super::tally::{ClusterTraffic, Tally};
+use super::{OffloadCounters, OffloadRoute};
+mod offload;
 mod relay;
 mod requests;
 mod sessions;
@@ -75,6 +77,10 @@ pub struct Server {
     /// RFC 6062 peer connections by CONNECTION-ID.
     peer_conns: FxHashMap<u32, tcp::PeerConn>,
     next_conn: u32,
+    /// Channels the kernel relays (`admin.offload_engine`), and the offload epoch the
+    /// routes were last checked against (see `offload.rs`).
+    offloaded: usize,
+    offload_epoch: Option<u64>,
 }
 
 struct Allocation {
@@ -127,6 +133,8 @@ struct Channel {
     /// that admitted it.
     admitted_gen: u64,
     cluster: ClusterIdx,
+    /// Set while the kernel relays this channel.
+    offload: Option<offload::Offloaded>,
 }
 
 /// Result of request handling before it is written out.
@@ -170,6 +178,8 @@ impl Server {
             clusters: Tally::default(),
             peer_conns: FxHashMap::default(),
             next_conn: 0,
+            offloaded: 0,
+            offload_epoch: None,
         }
     }
 

@@ -57,6 +57,14 @@ impl Tally {
         }
     }
 
+    /// Add traffic counted elsewhere (the kernel offload) to the cluster of this name.
+    pub(super) fn add_named(&mut self, name: &Arc<str>, t: &ClusterTraffic) {
+        match self.totals.iter_mut().find(|(n, _)| n == name) {
+            Some((_, total)) => *total += t,
+            None => self.totals.push((name.clone(), *t)),
+        }
+    }
+
     fn rollover(&mut self, snap: &Snapshot) {
         self.fold();
         self.generation = snap.generation;

@@ -130,6 +130,9 @@ impl Server {
             )
         {
             self.reschedule(ctx);
+            if method != Method::Refresh {
+                self.offload_sync_client(ctx, now.mono, snap, relays);
+            }
         }
         match res {
             Ok(r) => Ok(r),
@@ -458,6 +461,7 @@ impl Server {
                     expires,
                     admitted_gen: snap.generation,
                     cluster,
+                    offload: None,
                 });
             }
             // The number is bound to another peer, or the peer to another number.

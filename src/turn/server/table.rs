@@ -41,9 +41,10 @@ impl Server {
         now: Instant,
         relays: &mut dyn Relays,
     ) {
-        let Some(a) = self.allocs.get_mut(id as usize).and_then(Option::take) else {
+        let Some(mut a) = self.allocs.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
+        self.offload_release(&mut a, relays);
         let t = &a.traffic;
         tracing::info!(
             target: "turn",

@@ -55,6 +55,11 @@ impl Server {
                 self.delete(id, DeleteReason::Expired, now.mono, relays);
                 continue;
             }
+            // Kernel routes of what expires go first (their last counters are read).
+            self.offload_sync(id, now.mono, None, relays);
+            let Some(a) = self.alloc_mut(id) else {
+                continue;
+            };
             a.perms.retain(|p| p.expires > now.mono);
             a.channels.retain(|c| c.expires > now.mono);
             let next = a.next_deadline();
