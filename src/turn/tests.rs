@@ -29,6 +29,11 @@ struct FakeRelays {
     /// Allocations per quota key, and the cap a TURN REST credential gets (0: none).
     quotas: std::collections::HashMap<Arc<str>, u32>,
     ephemeral_cap: u32,
+    /// A fake kernel offload: its epoch (None: off), the routes installed with the
+    /// counters the "kernel" has for them, and what the core reported as counted.
+    offload: Option<u64>,
+    routes: std::collections::HashMap<OffloadRoute, OffloadCounters>,
+    counted: OffloadCounters,
 }
 
 impl Relays for FakeRelays {
@@ -107,6 +112,32 @@ impl Relays for FakeRelays {
         if let Some(n) = self.quotas.get_mut(key) {
             *n -= 1;
         }
+    }
+
+    fn offload_epoch(&self) -> Option<u64> {
+        self.offload
+    }
+
+    fn offload_install(&mut self, route: &OffloadRoute) -> bool {
+        assert!(
+            self.routes
+                .insert(*route, OffloadCounters::default())
+                .is_none(),
+            "installed twice: {route:?}"
+        );
+        self.offload.is_some()
+    }
+
+    fn offload_read(&mut self, route: &OffloadRoute) -> Option<OffloadCounters> {
+        self.routes.get(route).copied()
+    }
+
+    fn offload_remove(&mut self, route: &OffloadRoute) -> Option<OffloadCounters> {
+        self.routes.remove(route)
+    }
+
+    fn offload_counted(&mut self, _: TransportId, delta: &OffloadCounters) {
+        self.counted += delta;
     }
 }
 
@@ -1125,6 +1156,7 @@ fn ipv6_listener_allocates_ipv6_relays_and_checks_peer_families() {
     assert_eq!(code_of(&r), Some(443));
 }
 
+mod offload;
 mod rotation;
 mod sessions;
 mod tcp;
