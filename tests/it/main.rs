@@ -22,6 +22,7 @@ mod ops_util;
 mod cli;
 mod config_examples;
 mod hostile;
+mod hostile_compare;
 mod k8s_auth_rotation;
 mod k8s_divergences;
 mod k8s_e2e;
