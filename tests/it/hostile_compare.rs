@@ -252,8 +252,21 @@ fn responsiveness(w: (Watched, Option<Watched>)) -> String {
 }
 
 fn echoed(r: &UclientReport, expected: u64) -> String {
+    if !r.summary || r.recv != expected {
+        // For the run's log, not the table.
+        println!(
+            "uclient {:?} (exit {:?}):\n{}",
+            r.args,
+            r.exit_code,
+            tail(&r.output, 15)
+        );
+    }
     if r.summary {
         format!("{} of {expected} echoed", r.recv)
+    } else if let Some(line) = r.output.lines().find(|l| l.contains("error ")) {
+        // "0: : error 508 (Cannot create socket)"
+        let e = &line[line.find("error ").unwrap_or(0)..];
+        format!("nothing relayed: uclient got {}", e.trim())
     } else if r.allocation_failed() {
         "could not allocate".into()
     } else {
