@@ -113,7 +113,7 @@ pub(crate) struct Flood {
 }
 
 /// The two requests of the flood: an Allocate without credentials (28 bytes) and one with
-/// a wrong password and a forged nonce (88 bytes).
+/// a wrong password and a forged nonce (116 bytes).
 pub(crate) fn flood_requests() -> (Vec<u8>, Vec<u8>) {
     let mut bare = vec![0u8; 64];
     let n = {
