@@ -19,6 +19,7 @@ mod common;
 mod k8s_fixtures;
 mod ops_util;
 
+mod admission;
 mod cli;
 mod config_examples;
 mod hostile;
