@@ -19,9 +19,11 @@ mod common;
 mod k8s_fixtures;
 mod ops_util;
 
+mod admission;
 mod cli;
 mod config_examples;
 mod hostile;
+mod hostile_compare;
 mod k8s_auth_rotation;
 mod k8s_divergences;
 mod k8s_e2e;
