@@ -8,6 +8,7 @@ use std::process::Command;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(stunnerd_bpf)");
     println!("cargo::rerun-if-changed=bpf/offload.c");
+    println!("cargo::rerun-if-changed=bpf/offload_xdp.h");
     println!("cargo::rerun-if-env-changed=CLANG");
     println!("cargo::rerun-if-env-changed=STUNNERD_NO_BPF");
     if std::env::var_os("STUNNERD_NO_BPF").is_some() {

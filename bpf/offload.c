@@ -40,7 +40,8 @@ enum fallback {
     FB_TOO_BIG = 5,
     FB_NO_ENTRY = 6,
     FB_ERROR = 7,
-    FB_COUNT = 8,
+    FB_NO_ROUTE = 8,
+    FB_COUNT = 9,
 };
 
 struct addr_key {
@@ -534,3 +535,5 @@ int stunnerd_tc(struct __sk_buff *skb)
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#include "offload_xdp.h"

@@ -1,4 +1,4 @@
-//! The kernel fast path (`admin.offload_engine: TC` on `lo`), with real clients and with
+//! The kernel fast path (`admin.offload_engine: TC` and `XDP` on `lo`), with real clients and with
 //! the revocations that must stop it. Each test runs in a network namespace of its own
 //! (fixed ports, and the program attaches to that namespace's `lo`); they need root and a
 //! kernel with BPF, and skip only when this build has no eBPF program (no clang when it
@@ -78,14 +78,33 @@ fn uclient_channels_relay_in_the_kernel() {
     in_netns(
         module_path!(),
         "uclient_channels_relay_in_the_kernel",
-        || {
+        || uclient_through("TC"),
+    );
+}
+
+#[test]
+fn uclient_channels_relay_in_xdp() {
+    in_netns(module_path!(), "uclient_channels_relay_in_xdp", || {
+        uclient_through("XDP")
+    });
+}
+
+/// turnutils_uclient's channels relay with 0 loss and every ChannelData goes through
+/// `engine` on `lo`, both ways.
+fn uclient_through(engine: &str) {
+    {
+        {
             if !bpf_built() {
                 return;
             }
-            let conf = write_config(&config("TC", &["127.0.0.1/32"]));
+            let conf = write_config(&config(engine, &["127.0.0.1/32"]));
             let mut p = start(&conf);
             let status = status_json(HEALTH).expect("status");
-            assert_eq!(status["admin"]["offload"], "TC[all]", "{status}");
+            assert_eq!(
+                status["admin"]["offload"],
+                format!("{engine}[all]"),
+                "{status}"
+            );
             let _peer = start_peer(3480);
             let (clients, messages) = (4u64, 200u64);
             let report = run_uclient([
@@ -148,10 +167,10 @@ fn uclient_channels_relay_in_the_kernel() {
             );
             assert_eq!(cluster, Some(want));
             println!(
-                "measured: {to_peer} datagrams to peers and {to_client} to clients relayed in the kernel, 0 lost"
+                "measured: {engine}: {to_peer} datagrams to peers and {to_client} to clients relayed in the kernel, 0 lost"
             );
-        },
-    );
+        }
+    }
 }
 
 #[test]
@@ -337,6 +356,72 @@ fn refresh_zero_stops_kernel_relaying() {
 }
 
 #[test]
+fn refresh_zero_stops_xdp_relaying() {
+    in_netns(module_path!(), "refresh_zero_stops_xdp_relaying", || {
+        if !bpf_built() {
+            return;
+        }
+        let conf = write_config(&config("XDP", &["127.0.0.1/32"]));
+        let _p = start(&conf);
+        let mut r = relayed();
+        let t0 = Instant::now();
+        r.client.refresh(0).expect("refresh 0");
+        assert_stops(&r, t0, "XDP: Refresh(0)");
+    });
+}
+
+#[test]
+fn a_reload_that_removes_the_route_stops_xdp_relaying() {
+    in_netns(
+        module_path!(),
+        "a_reload_that_removes_the_route_stops_xdp_relaying",
+        || {
+            if !bpf_built() {
+                return;
+            }
+            let conf = write_config(&config("XDP", &["127.0.0.1/32"]));
+            let _p = start(&conf);
+            let r = relayed();
+            let t0 = Instant::now();
+            write_atomic(&conf, &config("XDP", &["192.0.2.0/24"]));
+            assert!(wait_generation(METRICS, 2, Duration::from_secs(5)));
+            assert_stops(&r, t0, "XDP: reload");
+        },
+    );
+}
+
+#[test]
+fn sigkill_of_the_daemon_detaches_xdp() {
+    in_netns(module_path!(), "sigkill_of_the_daemon_detaches_xdp", || {
+        if !bpf_built() {
+            return;
+        }
+        let conf = write_config(&config("XDP", &["127.0.0.1/32"]));
+        let mut p = start(&conf);
+        let r = relayed();
+        assert!(lo_has_xdp(), "XDP is not attached to lo");
+        let t0 = Instant::now();
+        signal(p.pid(), "KILL");
+        assert!(p.wait_exit(Duration::from_secs(5)).is_some());
+        assert_stops(&r, t0, "XDP: SIGKILL");
+        // The XDP bpf_link ended with its process.
+        assert!(
+            wait_for(Duration::from_secs(1), || !lo_has_xdp()),
+            "an XDP program is still attached to lo"
+        );
+    });
+}
+
+/// Whether `ip link` shows an XDP program on `lo`.
+fn lo_has_xdp() -> bool {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", "dev", "lo"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+#[test]
 fn a_session_kill_stops_kernel_relaying() {
     in_netns(
         module_path!(),
@@ -414,7 +499,15 @@ fn tc_without_kernel_support_refuses_the_config_and_auto_falls_back() {
                 .expect("bind");
             assert!(channel_roundtrip(&client, 0x4000, &peer, b"auto"));
             if cfg!(stunnerd_bpf) {
-                assert_eq!(engine, "TC[all]");
+                // Auto prefers XDP, which attaches to lo (generic mode).
+                assert_eq!(engine, "XDP[all]");
+                assert!(
+                    wait_for(Duration::from_secs(3), || {
+                        channel_roundtrip(&client, 0x4000, &peer, b"auto")
+                            && series("stunnerd_offload_packets_total", "to_peer") >= 1.0
+                    }),
+                    "Auto's engine relayed nothing"
+                );
             } else {
                 assert_eq!(engine, "None[all]");
                 p.kill();

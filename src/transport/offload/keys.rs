@@ -23,10 +23,11 @@ pub enum Fallback {
     TooBig = 5,
     NoEntry = 6,
     Error = 7,
+    NoRoute = 8,
 }
 
 impl Fallback {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [Fallback; Self::COUNT] = [
         Fallback::NotChannelData,
         Fallback::Gso,
@@ -36,6 +37,7 @@ impl Fallback {
         Fallback::TooBig,
         Fallback::NoEntry,
         Fallback::Error,
+        Fallback::NoRoute,
     ];
 
     /// The `reason` label of `stunnerd_offload_fallbacks_total`.
@@ -49,6 +51,7 @@ impl Fallback {
             Fallback::TooBig => "too_big",
             Fallback::NoEntry => "no_entry",
             Fallback::Error => "error",
+            Fallback::NoRoute => "no_route",
         }
     }
 }

@@ -174,7 +174,9 @@ fn attach_tc(ebpf: &mut Ebpf, ifaces: &[String]) -> Result<(), String> {
 }
 
 /// Attach the XDP program to every interface, in the driver's mode where it has one and
-/// in generic mode otherwise (loopback, veth without a peer program).
+/// in generic mode otherwise (loopback). aya attaches through a bpf_link on Linux 5.9 and
+/// later: the link belongs to this process and the kernel detaches it when the process
+/// ends, however it ends (SIGKILL included), as with tcx.
 fn attach_xdp(ebpf: &mut Ebpf, ifaces: &[String]) -> Result<(), String> {
     let prog: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -184,11 +186,16 @@ fn attach_xdp(ebpf: &mut Ebpf, ifaces: &[String]) -> Result<(), String> {
     prog.load()
         .map_err(|e| format!("loading the XDP program: {}", chain(&e)))?;
     for iface in ifaces {
-        if prog.attach(iface, XdpFlags::DRV_MODE).is_ok() {
+        let Err(native) = prog.attach(iface, XdpFlags::default()) else {
             continue;
-        }
-        prog.attach(iface, XdpFlags::SKB_MODE)
-            .map_err(|e| format!("interface {iface}: {}", chain(&e)))?;
+        };
+        prog.attach(iface, XdpFlags::SKB_MODE).map_err(|e| {
+            format!(
+                "interface {iface}: native: {}; generic: {}",
+                chain(&native),
+                chain(&e)
+            )
+        })?;
     }
     Ok(())
 }
