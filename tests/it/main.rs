@@ -36,6 +36,7 @@ mod k8s_scenarios_pipeline;
 mod k8s_scenarios_service;
 mod k8s_seed_gateway;
 mod k8s_seed_routes;
+mod offload_veth;
 mod ops_admin;
 mod ops_cds;
 mod ops_file;
