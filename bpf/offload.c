@@ -122,6 +122,20 @@ struct {
     __type(value, __u64);
 } fallbacks SEC(".maps");
 
+// Scratch space for summing a payload (too big for the 512-byte BPF stack).
+#define CHUNK 256
+#define MAX_CHUNKS 8
+struct chunk {
+    __u8 b[CHUNK];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct chunk);
+} scratch SEC(".maps");
+
 // A parsed UDP packet: the addresses as 16-byte keys, and where its headers are.
 struct pkt {
     __u8 saddr[16];
@@ -237,6 +251,82 @@ struct v4words {
     __u16 zero;
 };
 
+// The UDP checksum of the (rewritten) datagram at `l4`, computed whole and stored. The
+// shrunk datagram needs this: locally sent skbs carry CHECKSUM_PARTIAL state whose start
+// no longer points at the UDP header once the headers in front of it moved, so the
+// receiving stack verifies the checksum in full.
+static __always_inline int full_udp_csum(struct __sk_buff *skb, __u32 l4, struct pseudo *np,
+                                         __u16 udp_len, __u8 v6)
+{
+    __s64 sum;
+    if (v6) {
+        struct {
+            __u8 saddr[16];
+            __u8 daddr[16];
+            __be32 len;
+            __u8 zero[3];
+            __u8 next;
+        } ph = {0};
+        __builtin_memcpy(ph.saddr, np->saddr, 16);
+        __builtin_memcpy(ph.daddr, np->daddr, 16);
+        ph.len = bpf_htonl(udp_len);
+        ph.next = IPPROTO_UDP;
+        sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+    } else {
+        struct {
+            __u8 saddr[4];
+            __u8 daddr[4];
+            __u8 zero;
+            __u8 proto;
+            __be16 len;
+        } ph = {0};
+        __builtin_memcpy(ph.saddr, np->saddr + 12, 4);
+        __builtin_memcpy(ph.daddr, np->daddr + 12, 4);
+        ph.proto = IPPROTO_UDP;
+        ph.len = bpf_htons(udp_len);
+        sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+    }
+    if (sum < 0)
+        return -1;
+    __u16 zero = 0;
+    if (bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &zero, 2, 0) < 0)
+        return -1;
+    __u32 key = 0;
+    struct chunk *c = bpf_map_lookup_elem(&scratch, &key);
+    if (!c)
+        return -1;
+    __u32 off = l4;
+    __u32 left = udp_len;
+    for (int i = 0; i < MAX_CHUNKS && left > 0; i++) {
+        __u32 n = left > CHUNK ? CHUNK : left;
+        asm volatile("" : "+r"(n)); // keep the mask below where the verifier sees it
+        n &= 0x1ff;
+        if (n == 0 || n > CHUNK)
+            return -1;
+        if (n < CHUNK)
+            __builtin_memset(c->b, 0, CHUNK); // zero padding adds nothing to the sum
+        if (bpf_skb_load_bytes(skb, off, c->b, n) < 0)
+            return -1;
+        __u32 words = (n + 3) & ~3U;
+        if (words > CHUNK)
+            return -1;
+        sum = bpf_csum_diff(0, 0, (__be32 *)c->b, words, sum);
+        if (sum < 0)
+            return -1;
+        off += n;
+        left -= n;
+    }
+    if (left)
+        return -1;
+    __u32 s = (__u32)sum;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    __u16 check = ~s & 0xffff;
+    if (check == 0)
+        check = 0xffff;
+    return bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &check, 2, 0) < 0 ? -1 : 0;
+}
+
 // Rewrite addresses, ports and lengths of the (already resized) packet and fix the
 // checksums incrementally. `old*`/`new*` describe the header words before and after.
 static __always_inline int rewrite(struct __sk_buff *skb, struct pkt *p, struct pseudo *op,
@@ -277,6 +367,8 @@ static __always_inline int rewrite(struct __sk_buff *skb, struct pkt *p, struct 
     } hdr = {nl->sport, nl->dport, nl->len, p->udp_csum, nl->ch_number, nl->ch_len};
     if (bpf_skb_store_bytes(skb, l4, &hdr, grow ? 12 : 8, 0) < 0)
         return -1;
+    if (!grow)
+        return full_udp_csum(skb, l4, np, bpf_ntohs(nl->len), p->v6);
     if (!p->v6 && p->udp_csum == 0)
         return 0; // IPv4 without a UDP checksum stays without one
     __u32 csum_off = l4 + offsetof(struct udphdr, check);
@@ -402,6 +494,10 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
     __u16 data_len = p->udp_len - sizeof(struct udphdr) - CHANNEL_HEADER;
     if (bpf_ntohs(ch[1]) != data_len) {
         fallback(FB_LENGTH); // padded (stream framing) or truncated: user space decides
+        return TC_ACT_OK;
+    }
+    if (p->udp_len - CHANNEL_HEADER > CHUNK * MAX_CHUNKS) {
+        fallback(FB_TOO_BIG); // too long to checksum here
         return TC_ACT_OK;
     }
     struct down_key k = {0};

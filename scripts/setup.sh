@@ -27,6 +27,10 @@ apt_update_once() {
 # --- coturn and friends -------------------------------------------------------------
 need_apt=()
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
+# The kernel offload's eBPF program (bpf/offload.c) is built by build.rs with clang against
+# the libbpf headers; without them the daemon builds without the offload.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)

@@ -49,8 +49,72 @@ fn amplification() {
     let peer_port = 9000;
     let _peer = start_peer(peer_port);
 
-    // The requests: 28 bytes without credentials, 88 with a wrong password and a forged
-    // nonce.
+    // A legitimate client on another address, during the flood.
+    let legit = legit_uclient(port, peer_port, 200);
+    let f = flood(server, FLOOD);
+    let legit = legit.join().unwrap();
+
+    let dropped = scrape(
+        metrics,
+        "stunnerd_listener_unverified_drops_total{name=\"udp\"}",
+    )
+    .unwrap_or(0.0);
+    let Flood {
+        bare_sent,
+        bare_recv,
+        bare_answers,
+        forged_sent,
+        forged_recv,
+        forged_answers,
+        flood_secs,
+        elapsed,
+    } = f;
+    println!(
+        "FIGURE flood_requests={FLOOD} flood_secs={:.2} budget_bytes_per_sec={BUDGET} \
+         unauthenticated: sent={bare_sent} B answered={bare_recv} B ({bare_answers} answers); \
+         forged nonce: sent={forged_sent} B answered={forged_recv} B ({forged_answers} answers); \
+         unverified_drops={dropped}",
+        flood_secs
+    );
+    // Answers larger than their requests: the budget, plus one second's burst.
+    let allowed = (BUDGET as f64 * (elapsed + 1.0)) as u64;
+    assert!(
+        bare_recv <= allowed,
+        "the flood source got {bare_recv} bytes in {elapsed:.2} s (budget {allowed})"
+    );
+    assert!(bare_answers > 0, "the budget lets some challenges through");
+    assert!(dropped > 0.0, "suppressed answers are counted");
+    // Answers no larger than their requests multiply nothing.
+    assert!(
+        forged_recv <= forged_sent,
+        "{forged_recv} bytes answered for {forged_sent}"
+    );
+    assert!(
+        bare_recv + forged_recv <= bare_sent + forged_sent,
+        "the flood as a whole is not amplified"
+    );
+    legit.assert_all_echoed(100, &p.log());
+    p.assert_running("after the flood");
+}
+
+/// What one source sent and received in [`flood`]: half the Allocates without credentials,
+/// half with a wrong password and a nonce the server never issued.
+pub(crate) struct Flood {
+    pub bare_sent: u64,
+    pub bare_recv: u64,
+    pub bare_answers: u64,
+    pub forged_sent: u64,
+    pub forged_recv: u64,
+    pub forged_answers: u64,
+    /// How long sending took.
+    pub flood_secs: f64,
+    /// From the first request to the end of the 500 ms spent collecting late answers.
+    pub elapsed: f64,
+}
+
+/// The two requests of the flood: an Allocate without credentials (28 bytes) and one with
+/// a wrong password and a forged nonce (116 bytes).
+pub(crate) fn flood_requests() -> (Vec<u8>, Vec<u8>) {
     let mut bare = vec![0u8; 64];
     let n = {
         let mut w =
@@ -72,10 +136,75 @@ fn amplification() {
         w.finish()
     };
     forged.truncate(n);
+    (bare, forged)
+}
 
-    // A legitimate client on another address, during the flood.
-    let legit = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
+/// Sends `count` Allocates from 127.0.0.1 to `server` in about a second (1 ms pause every
+/// ten), alternating the two requests of [`flood_requests`] on two sockets of that one
+/// address, and tallies what comes back until 500 ms after the last.
+pub(crate) fn flood(server: SocketAddr, count: usize) -> Flood {
+    let (bare, forged) = flood_requests();
+    let bare_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let forged_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    bare_sock.set_nonblocking(true).unwrap();
+    forged_sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    // (sent bytes, received bytes, answers) per socket
+    let mut tally = [(0u64, 0u64, 0u64); 2];
+    let mut drain = |tally: &mut [(u64, u64, u64); 2]| {
+        for (i, sock) in [&bare_sock, &forged_sock].into_iter().enumerate() {
+            while let Ok(n) = sock.recv(&mut buf) {
+                tally[i].1 += n as u64;
+                tally[i].2 += 1;
+            }
+        }
+    };
+    let start = Instant::now();
+    for i in 0..count {
+        let (k, sock, req) = if i % 2 == 0 {
+            (0, &bare_sock, &bare)
+        } else {
+            (1, &forged_sock, &forged)
+        };
+        if sock.send_to(req, server).is_ok() {
+            tally[k].0 += req.len() as u64;
+        }
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(1));
+            drain(&mut tally);
+        }
+    }
+    let flood_secs = start.elapsed().as_secs_f64();
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_millis(500) {
+        drain(&mut tally);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let [
+        (bare_sent, bare_recv, bare_answers),
+        (forged_sent, forged_recv, forged_answers),
+    ] = tally;
+    Flood {
+        bare_sent,
+        bare_recv,
+        bare_answers,
+        forged_sent,
+        forged_recv,
+        forged_answers,
+        flood_secs,
+        elapsed: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// A turnutils_uclient session from 127.0.0.2 (50 messages on 2 channels to the UDP echo
+/// peer at `peer_port`, 100 expected back), started after `delay_ms`.
+pub(crate) fn legit_uclient(
+    port: u16,
+    peer_port: u16,
+    delay_ms: u64,
+) -> std::thread::JoinHandle<UclientReport> {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(delay_ms));
         run_uclient([
             "-L",
             "127.0.0.2",
@@ -100,93 +229,16 @@ fn amplification() {
             "10",
             "127.0.0.1",
         ])
-    });
-
-    // Two sockets of one source address: the bare requests' answers are larger than the
-    // requests, the forged ones' are not.
-    let bare_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let forged_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    bare_sock.set_nonblocking(true).unwrap();
-    forged_sock.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 2048];
-    // (sent bytes, received bytes, answers) per socket
-    let mut tally = [(0u64, 0u64, 0u64); 2];
-    let mut drain = |tally: &mut [(u64, u64, u64); 2]| {
-        for (i, sock) in [&bare_sock, &forged_sock].into_iter().enumerate() {
-            while let Ok(n) = sock.recv(&mut buf) {
-                tally[i].1 += n as u64;
-                tally[i].2 += 1;
-            }
-        }
-    };
-    let start = Instant::now();
-    for i in 0..FLOOD {
-        let (k, sock, req) = if i % 2 == 0 {
-            (0, &bare_sock, &bare)
-        } else {
-            (1, &forged_sock, &forged)
-        };
-        if sock.send_to(req, server).is_ok() {
-            tally[k].0 += req.len() as u64;
-        }
-        if i % 10 == 9 {
-            std::thread::sleep(Duration::from_millis(1));
-            drain(&mut tally);
-        }
-    }
-    let flood_time = start.elapsed();
-    let settle = Instant::now();
-    while settle.elapsed() < Duration::from_millis(500) {
-        drain(&mut tally);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let legit = legit.join().unwrap();
-
-    let dropped = scrape(
-        metrics,
-        "stunnerd_listener_unverified_drops_total{name=\"udp\"}",
-    )
-    .unwrap_or(0.0);
-    let [
-        (bare_sent, bare_recv, bare_answers),
-        (forged_sent, forged_recv, forged_answers),
-    ] = tally;
-    println!(
-        "FIGURE flood_requests={FLOOD} flood_secs={:.2} budget_bytes_per_sec={BUDGET} \
-         unauthenticated: sent={bare_sent} B answered={bare_recv} B ({bare_answers} answers); \
-         forged nonce: sent={forged_sent} B answered={forged_recv} B ({forged_answers} answers); \
-         unverified_drops={dropped}",
-        flood_time.as_secs_f64()
-    );
-    // Answers larger than their requests: the budget, plus one second's burst.
-    let allowed = (BUDGET as f64 * (elapsed + 1.0)) as u64;
-    assert!(
-        bare_recv <= allowed,
-        "the flood source got {bare_recv} bytes in {elapsed:.2} s (budget {allowed})"
-    );
-    assert!(bare_answers > 0, "the budget lets some challenges through");
-    assert!(dropped > 0.0, "suppressed answers are counted");
-    // Answers no larger than their requests multiply nothing.
-    assert!(
-        forged_recv <= forged_sent,
-        "{forged_recv} bytes answered for {forged_sent}"
-    );
-    assert!(
-        bare_recv + forged_recv <= bare_sent + forged_sent,
-        "the flood as a whole is not amplified"
-    );
-    legit.assert_all_echoed(100, &p.log());
-    p.assert_running("after the flood");
+    })
 }
 
 /// A stream (TCP, or TLS through openssl) to a TURN listener.
-trait Stream: Read + Write {}
+pub(crate) trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
 /// A TURN client over a stream, enough for an allocation with one channel.
-struct StreamTurn {
-    s: Box<dyn Stream>,
+pub(crate) struct StreamTurn {
+    pub s: Box<dyn Stream>,
     key: [u8; 16],
     nonce: Vec<u8>,
     seq: u8,
@@ -194,36 +246,54 @@ struct StreamTurn {
 
 impl StreamTurn {
     fn new(port: u16, tls: bool) -> StreamTurn {
-        let tcp = TcpStream::connect(local(port)).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        StreamTurn::connect(port, tls).unwrap()
+    }
+
+    /// Connects to 127.0.0.1:`port` (through TLS without verifying the certificate).
+    pub(crate) fn connect(port: u16, tls: bool) -> std::io::Result<StreamTurn> {
+        let tcp = TcpStream::connect_timeout(&local(port), Duration::from_secs(5))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let s: Box<dyn Stream> = if tls {
-            let mut b =
-                openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+            let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+                .map_err(std::io::Error::other)?;
             b.set_verify(openssl::ssl::SslVerifyMode::NONE);
-            Box::new(b.build().connect("localhost", tcp).unwrap())
+            Box::new(
+                b.build()
+                    .connect("localhost", tcp)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            )
         } else {
             Box::new(tcp)
         };
-        StreamTurn {
+        Ok(StreamTurn {
             s,
             key: stunnerd::snapshot::long_term_key(USER, REALM, PASS),
             nonce: Vec::new(),
             seq: 0,
-        }
+        })
     }
 
-    fn read_message(&mut self) -> Vec<u8> {
+    fn read_message(&mut self) -> std::io::Result<Vec<u8>> {
         let mut head = [0u8; 20];
-        self.s.read_exact(&mut head).unwrap();
+        self.s.read_exact(&mut head)?;
         let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
         let mut msg = head.to_vec();
         msg.resize(20 + len, 0);
-        self.s.read_exact(&mut msg[20..]).unwrap();
-        msg
+        self.s.read_exact(&mut msg[20..])?;
+        Ok(msg)
     }
 
     /// An authenticated request (fetching the nonce first); returns the error code, if any.
     fn request(&mut self, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Option<u16> {
+        self.try_request(method, attrs).unwrap()
+    }
+
+    /// [`StreamTurn::request`], with the connection's failure as an error.
+    pub(crate) fn try_request(
+        &mut self,
+        method: Method,
+        attrs: &dyn Fn(&mut MessageWriter<'_>),
+    ) -> std::io::Result<Option<u16>> {
         loop {
             self.seq += 1;
             let mut buf = vec![0u8; 512];
@@ -238,9 +308,15 @@ impl StreamTurn {
                 w.add_integrity(&self.key).unwrap();
             }
             let n = w.finish();
-            self.s.write_all(&buf[..n]).unwrap();
-            let r = self.read_message();
-            let m = Message::parse(&r).unwrap();
+            self.s.write_all(&buf[..n])?;
+            // Skip what is not the answer (a Data indication, say).
+            let r = loop {
+                let r = self.read_message()?;
+                if r[8..20] == [self.seq; 12] {
+                    break r;
+                }
+            };
+            let m = Message::parse(&r).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
             let code = m
                 .get(attr::ERROR_CODE)
                 .map(|v| attr::decode_error_code(v).unwrap().0);
@@ -248,9 +324,21 @@ impl StreamTurn {
                 self.nonce = m.get(attr::NONCE).unwrap().to_vec();
                 continue;
             }
-            return code;
+            return Ok(code);
         }
     }
+}
+
+/// `frames` ChannelData frames on channel 0x4000, each of `payload` bytes (filled with the
+/// frame's index mod 251), back to back.
+pub(crate) fn burst_bytes(frames: usize, payload: usize) -> Vec<u8> {
+    let mut burst = Vec::with_capacity(frames * (payload + 4));
+    for i in 0..frames {
+        burst.extend_from_slice(&[0x40, 0x00]);
+        burst.extend_from_slice(&(payload as u16).to_be_bytes());
+        burst.extend(std::iter::repeat_n((i % 251) as u8, payload));
+    }
+    burst
 }
 
 /// Pipelined ChannelData over TURN-TCP and TURN-TLS (RFC 8656 section 12.5): a client
@@ -331,12 +419,7 @@ fn bursts() {
             }),
             None
         );
-        let mut burst = Vec::with_capacity(FRAMES * (PAYLOAD + 4));
-        for i in 0..FRAMES {
-            burst.extend_from_slice(&[0x40, 0x00]);
-            burst.extend_from_slice(&(PAYLOAD as u16).to_be_bytes());
-            burst.extend(std::iter::repeat_n((i % 251) as u8, PAYLOAD));
-        }
+        let burst = burst_bytes(FRAMES, PAYLOAD);
         let before = tx();
         t.s.write_all(&burst).unwrap();
         t.s.flush().unwrap();
@@ -447,7 +530,11 @@ fn watch_admin(
     })
 }
 
-fn other_user_uclient(port: u16, peer_port: u16, n: u32) -> std::thread::JoinHandle<UclientReport> {
+pub(crate) fn other_user_uclient(
+    port: u16,
+    peer_port: u16,
+    n: u32,
+) -> std::thread::JoinHandle<UclientReport> {
     std::thread::spawn(move || {
         run_uclient([
             "-u",
