@@ -18,12 +18,14 @@
 ARG RUST_IMAGE=rust:1-slim-trixie
 
 FROM ${RUST_IMAGE} AS build
-# pkg-config and libssl-dev (with the static libraries) for openssl-sys; binutils for strip.
-RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev binutils && rm -rf /var/lib/apt/lists/*
+# pkg-config and libssl-dev (with the static libraries) for openssl-sys; binutils for strip;
+# clang and libbpf-dev for build.rs to compile the eBPF offload (bpf/offload.c).
+RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev binutils clang libbpf-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Every target Cargo.toml names ([[bin]] turnperf, [[bench]] codec and metrics) must exist
 # for cargo to read the manifest, even though only stunnerd is built.
-COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY Cargo.toml Cargo.lock rust-toolchain.toml build.rs ./
+COPY bpf/ bpf/
 COPY src/ src/
 COPY benches/ benches/
 COPY config/stunnerd-container.yaml config/stunnerd-container.yaml

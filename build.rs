@@ -12,6 +12,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed=STUNNERD_NO_BPF");
     if std::env::var_os("STUNNERD_NO_BPF").is_some() {
         println!("cargo::warning=STUNNERD_NO_BPF set: building without the eBPF offload");
+        without("STUNNERD_NO_BPF was set");
         return;
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -27,14 +28,28 @@ fn main() {
         .arg(&obj)
         .status();
     match status {
-        Ok(s) if s.success() => println!("cargo::rustc-cfg=stunnerd_bpf"),
-        Ok(s) => println!(
-            "cargo::warning=clang failed on bpf/offload.c ({s}): building without the eBPF \
-             offload (scripts/setup.sh installs clang and libbpf-dev)"
-        ),
-        Err(e) => println!(
-            "cargo::warning=cannot run {clang} ({e}): building without the eBPF offload \
-             (scripts/setup.sh installs clang and libbpf-dev)"
-        ),
+        Ok(s) if s.success() => {
+            println!("cargo::rustc-cfg=stunnerd_bpf");
+            println!("cargo::rustc-env=STUNNERD_OFFLOAD_BUILD=eBPF offload built in");
+        }
+        Ok(s) => {
+            println!(
+                "cargo::warning=clang failed on bpf/offload.c ({s}): building without the eBPF \
+                 offload (scripts/setup.sh installs clang and libbpf-dev)"
+            );
+            without("clang failed on bpf/offload.c");
+        }
+        Err(e) => {
+            println!(
+                "cargo::warning=cannot run {clang} ({e}): building without the eBPF offload \
+                 (scripts/setup.sh installs clang and libbpf-dev)"
+            );
+            without("no clang at build time");
+        }
     }
+}
+
+/// Says in `stunnerd --version` why this build has no offload.
+fn without(why: &str) {
+    println!("cargo::rustc-env=STUNNERD_OFFLOAD_BUILD=no eBPF offload: {why}");
 }

@@ -10,7 +10,8 @@
 #
 # CARGO_TARGET_DIR (default: this checkout's target/) is reused so dependencies are not
 # rebuilt from scratch; the sources compiled are the temp dir's. The stage's `out/` (the
-# runtime stage's files) is checked (a static, stripped stunnerd and /stunnerd.conf) and,
+# runtime stage's files) is checked (a static, stripped stunnerd with the eBPF offload built in,
+# and /stunnerd.conf) and,
 # with `--out DIR`, copied to DIR (scripts/image.sh feeds it to `podman build`).
 #
 # Usage: scripts/dockerfile-build-steps.sh [--out DIR]
@@ -107,8 +108,14 @@ case "$info" in
     *"dynamically linked"*) fail "stunnerd is dynamically linked";;
     *"not stripped"*) fail "stunnerd is not stripped";;
 esac
-"$bin" --version >/dev/null || fail "the static stunnerd does not run"
-log "stunnerd --version: $("$bin" --version)"
+version="$("$bin" --version)" || fail "the static stunnerd does not run"
+log "stunnerd --version: $version"
+# The image is what Kubernetes users run: it must carry the kernel offload (build.rs needs
+# clang and libbpf-dev, which the stage installs and scripts/setup.sh installs here).
+case "$version" in
+    *"eBPF offload built in"*) ;;
+    *) fail "the image's stunnerd has no eBPF offload ($version): does the Dockerfile copy build.rs and bpf/?";;
+esac
 
 if [ -n "$out_dir" ]; then
     mkdir -p "$out_dir"

@@ -61,6 +61,8 @@ fn parse_log_format(s: &str) -> Result<LogFormat, std::convert::Infallible> {
     // Keep the doc comment above (which is about the code) out of `--help`.
     long_about = None,
     version,
+    // `--version` also says whether this build carries the kernel offload (build.rs).
+    long_version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STUNNERD_OFFLOAD_BUILD"), ")"),
     override_usage = "stunnerd [OPTIONS] [TURN-URI]\n       stunnerd COMMAND [ARGS]...",
     args_override_self = true
 )]
@@ -1055,6 +1057,11 @@ mod tests {
             assert_eq!(e.exit_code(), 0);
             assert!(e.to_string().contains(env!("CARGO_PKG_VERSION")));
         }
+        let long = command()
+            .try_get_matches_from(["stunnerd", "--version"])
+            .expect_err("version exits")
+            .to_string();
+        assert!(long.contains("offload"), "{long}");
     }
 
     #[test]

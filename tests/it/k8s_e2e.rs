@@ -2,7 +2,8 @@
 //! config -> turnutils_uclient relays through the route; an unrelated manifest edit under
 //! load loses nothing; an edit removing the route stops the relay within 2 s. A Service
 //! without a selector, whose pods are listed in a core/v1 `Endpoints` object, is a backend
-//! in `stunnerd render`, `stunnerd cds-server` and the manifests origin alike.
+//! in `stunnerd render`, `stunnerd cds-server` and the manifests origin alike, and the
+//! manifests origin follows edits of that `Endpoints` object without restarting a listener.
 
 use crate::common;
 use crate::ops_util;
@@ -318,6 +319,47 @@ fn selectorless_service_endpoints_in_render_cds_server_and_manifests_origin() {
     wait_udp_ready(local(port)).expect("the rendered listener answers");
     let peer_port = free_udp_port_pair();
     let _peer = start_peer(peer_port);
+    let r = run_uclient(uclient_args(port, peer_port, 20, 5));
+    r.assert_all_echoed(40, &server.log());
+
+    // The daemon follows edits of the Endpoints object: the media server moves elsewhere
+    // (the local peer is no longer a backend), then comes back. The cluster is updated in
+    // place; the listener is not restarted.
+    let applied = |server: &Proc, n: usize| {
+        let mut line = String::new();
+        let ok = wait_for(Duration::from_secs(5), || {
+            let log = server.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("new configuration applied"))
+                .collect();
+            line = lines.get(n).map(|l| l.to_string()).unwrap_or_default();
+            !line.is_empty()
+        });
+        assert!(ok, "edit {n} not applied\n{}", server.log());
+        line
+    };
+    let before = server.log().matches("new configuration applied").count();
+    write(
+        dir.path(),
+        "20-external-media.yaml",
+        &SELECTORLESS.replace("- ip: 127.0.0.1", "- ip: 192.0.2.10"),
+    );
+    let line = applied(&server, before);
+    println!("measured: Endpoints moved: {line}");
+    assert!(line.contains("clusters updated"), "{line}");
+    assert!(!line.contains("listeners restarted"), "{line}");
+    let r = run_uclient(uclient_args(port, peer_port, 10, 5));
+    assert_eq!(r.recv, 0, "relayed to a peer no longer in the Endpoints");
+    assert!(
+        r.peer_refused() || r.sent == 0 || r.allocation_failed(),
+        "expected a refusal, got:\n{}",
+        tail(&r.output, 20)
+    );
+    write(dir.path(), "20-external-media.yaml", SELECTORLESS);
+    let line = applied(&server, before + 1);
+    println!("measured: Endpoints restored: {line}");
+    assert!(line.contains("clusters updated"), "{line}");
     let r = run_uclient(uclient_args(port, peer_port, 20, 5));
     r.assert_all_echoed(40, &server.log());
 }

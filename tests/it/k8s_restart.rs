@@ -1,15 +1,20 @@
 //! The seed's promises about what a change restarts, live through the manifests origin
 //! (`stunnerd -w -c DIR --id stunner/gw`), one test per promise:
 //!
-//! 1. GatewayConfig changes other than the realm reconcile without restarting listeners;
+//! 1. GatewayConfig changes other than the realm reconcile without restarting listeners
+//!    (a new password and log level, then static auth switched to an ephemeral auth Secret
+//!    through `authRef` with `authLifetime` and `loadBalancerServiceAnnotations`);
 //! 2. a realm change restarts all TURN listeners;
 //! 3. adding or removing a Gateway listener starts or stops only that listener;
 //! 4. changing a listener's protocol, port or TLS keys restarts only that listener.
 //!
-//! Each edit is made while turnutils_uclient sessions run on the listeners; a session that
-//! survives echoes every message and no allocation is created meanwhile
-//! (`stunnerd_allocations_created_total`), a restarted listener drops its sessions'
-//! allocations (`stunner_allocations_active`) and is named in the daemon's reconcile line.
+//! Each edit is made while turnutils_uclient sessions relay on the listeners (every session
+//! has moved bytes through its allocations before the edit is written); a session that
+//! survives echoes every message, keeps its allocations (the same ids in the sessions API,
+//! `GET /sessions`, whose relayed byte counters keep rising after the edit) and no allocation
+//! is created meanwhile (`stunnerd_allocations_created_total`); a restarted listener drops
+//! its sessions' allocations (their ids leave the sessions API, `stunner_allocations_active`
+//! falls by as many) and is named in the daemon's reconcile line.
 //!
 //! The Dataplane's metrics (:8080) and health (:8086) endpoints are fixed ports, so each test
 //! re-runs itself inside a network namespace of its own (`ip netns add`, `lo` up), where the
@@ -18,13 +23,14 @@
 use crate::common;
 use crate::ops_util;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ops_util::{scrape, status_of, wait_for, write_atomic};
+use ops_util::{http_get, scrape, status_of, wait_for, write_atomic};
 use serde_json::{Value, json};
 
 const METRICS: u16 = 8080;
@@ -57,6 +63,31 @@ fn gateway_config(realm: &str, password: &str, loglevel: &str) -> Value {
         "metadata": {"name": "stunner-gatewayconfig", "namespace": "stunner"},
         "spec": {"realm": realm, "authType": "static", "userName": "user-1",
                  "password": password, "logLevel": loglevel}
+    })
+}
+
+/// The same GatewayConfig switched to an auth Secret of the ephemeral (TURN REST) type,
+/// with the other fields the reference lists set: `authLifetime` and
+/// `loadBalancerServiceAnnotations`. The realm stays.
+fn gateway_config_ephemeral() -> Value {
+    json!({
+        "apiVersion": "stunner.l7mp.io/v1", "kind": "GatewayConfig",
+        "metadata": {"name": "stunner-gatewayconfig", "namespace": "stunner"},
+        "spec": {"realm": REALM, "logLevel": "all:INFO",
+                 "authRef": {"name": "stunner-auth-secret", "namespace": "stunner"},
+                 "authLifetime": 7200,
+                 "loadBalancerServiceAnnotations": {
+                     "service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}}
+    })
+}
+
+const SHARED_SECRET: &str = "rest-shared-secret";
+
+fn auth_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "stunner-auth-secret", "namespace": "stunner"},
+        "stringData": {"type": "ephemeral", "secret": SHARED_SECRET}
     })
 }
 
@@ -211,6 +242,20 @@ impl Daemon {
         self.metric("stunnerd_allocations_created_total")
     }
 
+    /// The sessions API (`GET /sessions` on the health server): id -> session.
+    fn session_list(&self) -> BTreeMap<u64, Value> {
+        let (code, body) = http_get(HEALTH, "/sessions")
+            .unwrap_or_else(|| panic!("no /sessions\n{}", tail(&self.proc.log(), 30)));
+        assert_eq!(code, 200, "/sessions: {body}");
+        let v: Value = serde_json::from_str(&body).expect("/sessions JSON");
+        v["sessions"]
+            .as_array()
+            .expect("sessions array")
+            .iter()
+            .map(|s| (s["id"].as_u64().expect("session id"), s.clone()))
+            .collect()
+    }
+
     /// Wait until the config generation passes `after`; the daemon's reconcile line for it.
     fn wait_applied(&self, after: u64) -> String {
         let ok = wait_for(Duration::from_secs(5), || {
@@ -264,8 +309,13 @@ impl Daemon {
 
     /// A short uclient run relays through the listener.
     fn assert_serves(&self, l: &Listener, password: &str) {
+        self.assert_serves_auth(l, &["-u", "user-1", "-w", password]);
+    }
+
+    /// A short uclient run with the credential flags `auth` relays through the listener.
+    fn assert_serves_auth(&self, l: &Listener, auth: &[&str]) {
         self.wait_bound(l);
-        let r = run_uclient(uclient_args(l, 3, 5, password));
+        let r = run_uclient(uclient_args_auth(l, 3, 5, auth));
         assert!(
             r.summary && r.sent == 3 && r.recv == 3,
             "listener {} ({} {}) does not relay: {}\n{}",
@@ -279,30 +329,34 @@ impl Daemon {
 }
 
 fn uclient_args(l: &Listener, n: u32, interval_ms: u32, password: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-c",
-        "-u",
-        "user-1",
-        "-w",
-        password,
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &PEER.to_string(),
-        "-p",
-        &l.port.to_string(),
-        "-m",
-        "1",
-        "-n",
-        &n.to_string(),
-        "-l",
-        "100",
-        "-z",
-        &interval_ms.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    uclient_args_auth(l, n, interval_ms, &["-u", "user-1", "-w", password])
+}
+
+/// uclient arguments with the given credential flags (`-u USER -w PASSWORD`, or `-u USER
+/// -W SHARED_SECRET` for a TURN REST credential).
+fn uclient_args_auth(l: &Listener, n: u32, interval_ms: u32, auth: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = auth.iter().map(|s| s.to_string()).collect();
+    args.extend(
+        [
+            "-c",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &PEER.to_string(),
+            "-p",
+            &l.port.to_string(),
+            "-m",
+            "1",
+            "-n",
+            &n.to_string(),
+            "-l",
+            "100",
+            "-z",
+            &interval_ms.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     match l.protocol {
         "TURN-TCP" => args.push("-t".into()),
         "TURN-TLS" => args.extend(["-t".into(), "-S".into()]),
@@ -312,13 +366,15 @@ fn uclient_args(l: &Listener, n: u32, interval_ms: u32, password: &str) -> Vec<S
     args
 }
 
-/// Messages per session and the interval: 5 s of traffic, long enough to span an edit.
-const N: u64 = 250;
-const INTERVAL_MS: u32 = 20;
+/// Messages per session and the interval: 7.5 s of traffic. uclient starts sending 2-3 s
+/// after it allocated; the edit is made once every session relays, and lands well before
+/// the sessions end.
+const N: u64 = 300;
+const INTERVAL_MS: u32 = 25;
 /// A session expected to be cut is stopped after this long (a client whose relay went away
-/// waits long for lost packets); it is still running when the edit lands, 2-3 s in.
+/// waits long for lost packets); were it not cut, it would have ended by itself by then.
 /// Sessions expected to survive get the usual 60 s: a loaded machine slows uclient down.
-const CUT_SESSION_LIMIT_SECS: u64 = 9;
+const CUT_SESSION_LIMIT_SECS: u64 = 15;
 
 /// One uclient session (`-m 1`) on a listener, in the background.
 struct Session {
@@ -326,54 +382,95 @@ struct Session {
     handle: JoinHandle<UclientReport>,
     /// Allocations it holds on the listener.
     allocations: u64,
+    /// Their ids in the sessions API.
+    ids: BTreeSet<u64>,
+    /// Whether the edit is expected to cut it.
+    cut: bool,
 }
 
-fn session(l: &Listener, limit_secs: u64) -> Session {
-    let args = uclient_args(l, N as u32, INTERVAL_MS, "pass-1");
+fn session(l: &Listener, limit_secs: u64, cut: bool, password: &str) -> Session {
+    let args = uclient_args(l, N as u32, INTERVAL_MS, password);
     Session {
         listener: l.name,
         handle: std::thread::spawn(move || run_uclient_within(args, limit_secs)),
         allocations: 0,
+        ids: BTreeSet::new(),
+        cut,
     }
 }
 
-/// Start one session per listener, one after the other, each once the allocations of the
-/// previous one exist: the allocations of each session (uclient may allocate more than
-/// once) are then known. Sessions on the listeners named in `cut` are expected to be cut by
-/// the edit.
+/// Start one session per listener (at once), and wait until each holds its allocations and
+/// relays through them. A session's allocations (uclient may allocate more than once) are
+/// the sessions API's new entries on its listener. Sessions on the listeners named in `cut`
+/// are expected to be cut by the edit.
 fn sessions(d: &Daemon, on: &[&Listener], cut: &[&str]) -> Vec<Session> {
-    let mut out = Vec::new();
-    for l in on {
-        let before = d.active();
-        let limit = if cut.contains(&l.name) {
-            CUT_SESSION_LIMIT_SECS
-        } else {
-            60
-        };
-        let mut s = session(l, limit);
-        // Settled: allocations rose and stayed put for 300 ms.
-        let mut last = (before, Instant::now());
-        let settled = wait_for(Duration::from_secs(5), || {
-            let now = d.active();
-            if now != last.0 {
-                last = (now, Instant::now());
-            }
-            now > before && last.1.elapsed() >= Duration::from_millis(300)
+    sessions_with(d, on, cut, "pass-1")
+}
+
+/// [`sessions`] with user-1's current password.
+fn sessions_with(d: &Daemon, on: &[&Listener], cut: &[&str], password: &str) -> Vec<Session> {
+    let before = d.active();
+    let known: BTreeSet<u64> = d.session_list().into_keys().collect();
+    let mut out: Vec<Session> = on
+        .iter()
+        .map(|l| {
+            let is_cut = cut.contains(&l.name);
+            let limit = if is_cut { CUT_SESSION_LIMIT_SECS } else { 60 };
+            session(l, limit, is_cut, password)
+        })
+        .collect();
+    let t = Instant::now();
+    // Every session relays through allocations of its own listener (bytes counted both
+    // ways), and the allocation count stayed put for 300 ms.
+    let mut last = (before, Instant::now());
+    let mut fresh = BTreeMap::new();
+    let settled = wait_for(Duration::from_secs(15), || {
+        let now = d.active();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        fresh = d.session_list();
+        fresh.retain(|id, _| !known.contains(id));
+        let relaying = out.iter().all(|s| {
+            let ids = ids_on(&fresh, s.listener);
+            !ids.is_empty() && relayed(&fresh, &ids) > 0
         });
-        assert!(
-            settled,
-            "session on {} did not allocate ({before} -> {})",
-            l.name,
-            d.active()
-        );
-        s.allocations = d.active() - before;
+        relaying && last.1.elapsed() >= Duration::from_millis(300)
+    });
+    assert!(
+        settled,
+        "sessions did not allocate and relay on {:?}: new sessions {:?}\n{}",
+        on.iter().map(|l| l.name).collect::<Vec<_>>(),
+        fresh.values().collect::<Vec<_>>(),
+        tail(&d.proc.log(), 30)
+    );
+    for s in &mut out {
+        s.ids = ids_on(&fresh, s.listener);
+        s.allocations = s.ids.len() as u64;
         println!(
-            "measured: session on {} holds {} allocation(s)",
-            l.name, s.allocations
+            "measured: session on {} holds {} allocation(s), ids {:?}, relaying {:?} after start",
+            s.listener,
+            s.allocations,
+            s.ids,
+            t.elapsed()
         );
-        out.push(s);
     }
+    let listed: usize = out.iter().map(|s| s.ids.len()).sum();
+    assert_eq!(
+        listed,
+        fresh.len(),
+        "allocations on no session's listener: {fresh:?}"
+    );
     out
+}
+
+/// The ids of the sessions in `list` on listener `name` of the Gateway.
+fn ids_on(list: &BTreeMap<u64, Value>, name: &str) -> BTreeSet<u64> {
+    let full = full(name);
+    list.iter()
+        .filter(|(_, v)| v["listener"].as_str() == Some(full.as_str()))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// The PEM certificate a TLS listener on 127.0.0.1:`port` presents (`openssl s_client`).
@@ -415,7 +512,82 @@ fn edit_under_load(d: &Daemon, sessions: &[Session], edit: impl FnOnce()) -> Str
             s.listener
         );
     }
+    check_session_list(d, sessions);
     line
+}
+
+/// Relayed bytes (both ways) of the allocations `ids` in a session list.
+fn relayed(list: &BTreeMap<u64, Value>, ids: &BTreeSet<u64>) -> u64 {
+    ids.iter()
+        .filter_map(|id| list.get(id))
+        .map(|v| {
+            v["to_peer_bytes"].as_u64().expect("to_peer_bytes")
+                + v["to_client_bytes"].as_u64().expect("to_client_bytes")
+        })
+        .sum()
+}
+
+/// Right after an edit, through the sessions API: the allocations of the sessions it cut are
+/// gone; those of the others are still listed, on their listener, and keep relaying (their
+/// byte counters rise after the edit).
+fn check_session_list(d: &Daemon, sessions: &[Session]) {
+    let gone = wait_for(Duration::from_secs(3), || {
+        let list = d.session_list();
+        sessions
+            .iter()
+            .filter(|s| s.cut)
+            .all(|s| s.ids.iter().all(|id| !list.contains_key(id)))
+    });
+    let list = d.session_list();
+    assert!(
+        gone,
+        "allocations of the restarted listener's sessions are still listed: {:?}",
+        sessions
+            .iter()
+            .filter(|s| s.cut)
+            .map(|s| (
+                s.listener,
+                s.ids.iter().filter(|id| list.contains_key(id)).count()
+            ))
+            .collect::<Vec<_>>()
+    );
+    let kept: Vec<(&Session, u64)> = sessions
+        .iter()
+        .filter(|s| !s.cut)
+        .map(|s| {
+            for id in &s.ids {
+                let v = list.get(id).unwrap_or_else(|| {
+                    panic!(
+                        "session on {}: allocation {id} is gone after the edit
+{}",
+                        s.listener,
+                        tail(&d.proc.log(), 30)
+                    )
+                });
+                assert_eq!(
+                    v["listener"].as_str(),
+                    Some(full(s.listener).as_str()),
+                    "{v}"
+                );
+            }
+            (s, relayed(&list, &s.ids))
+        })
+        .collect();
+    let mut now = Vec::new();
+    let flowing = wait_for(Duration::from_secs(3), || {
+        let list = d.session_list();
+        now = kept
+            .iter()
+            .map(|(s, at_edit)| (s.listener, *at_edit, relayed(&list, &s.ids)))
+            .collect();
+        now.iter().all(|(_, at_edit, later)| later > at_edit)
+    });
+    assert!(
+        flowing,
+        "a surviving session's allocations stopped relaying after the edit \
+         (listener, bytes at the edit, bytes later): {now:?}"
+    );
+    println!("measured: relayed bytes across the edit (listener, at the edit, later): {now:?}");
 }
 
 /// Join the sessions: (listener name, report).
@@ -478,7 +650,9 @@ const TLS: Listener = l("tls", "TURN-TLS", 3481);
 // ------------------------------------------------------------------------------------------
 
 /// "Except the TURN authentication realm, all GatewayConfig resources are safe for
-/// modification": a new password and log level, with sessions on a UDP and a TCP listener.
+/// modification": a new password and log level, then static auth switched to an ephemeral
+/// auth Secret (with `authLifetime` and `loadBalancerServiceAnnotations`), each with sessions
+/// on a UDP and a TCP listener.
 #[test]
 fn gatewayconfig_change_other_than_realm_keeps_listeners() {
     in_netns(
@@ -514,6 +688,36 @@ fn gatewayconfig_change_other_than_realm_keeps_listeners() {
             );
             d.assert_serves(&UDP_A, "pass-2");
             d.assert_serves(&TCP, "pass-2");
+
+            // The other fields: static inline auth becomes an ephemeral (TURN REST) auth
+            // Secret named by authRef, with authLifetime and loadBalancerServiceAnnotations.
+            // The Secret alone changes no rendered config (nothing names it yet).
+            d.put("07-auth-secret.json", &auth_secret());
+            let s = sessions_with(&d, &[&UDP_A, &TCP], &[], "pass-2");
+            let (created, active) = (d.created(), d.active());
+            let line = edit_under_load(&d, &s, || {
+                d.put("02-config.json", &gateway_config_ephemeral())
+            });
+            println!("measured: ephemeral: {line}");
+            assert!(line.contains("auth updated"), "{line}");
+            assert!(named(&line, "listeners restarted").is_empty(), "{line}");
+            assert!(named(&line, "listeners removed").is_empty(), "{line}");
+            assert!(named(&line, "listeners added").is_empty(), "{line}");
+            assert_eq!(d.active(), active, "every allocation kept");
+            for (name, r) in outcome(s) {
+                assert_survived(name, &r, &d);
+            }
+            assert_eq!(d.created(), created, "no allocation was created meanwhile");
+            // New sessions need a TURN REST credential signed with the Secret's secret.
+            let old = run_uclient(uclient_args(&UDP_A, 3, 5, "pass-2"));
+            assert!(
+                !(old.summary && old.recv > 0),
+                "the static password still works\n{}",
+                tail(&old.output, 20)
+            );
+            for l in [&UDP_A, &TCP] {
+                d.assert_serves_auth(l, &["-u", "user-1", "-W", SHARED_SECRET]);
+            }
         },
     );
 }
