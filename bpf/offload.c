@@ -41,7 +41,8 @@ enum fallback {
     FB_NO_ENTRY = 6,
     FB_ERROR = 7,
     FB_NO_ROUTE = 8,
-    FB_COUNT = 9,
+    FB_LOCAL = 9,
+    FB_COUNT = 10,
 };
 
 struct addr_key {
@@ -400,12 +401,80 @@ static __always_inline int rewrite(struct __sk_buff *skb, struct pkt *p, struct 
     return 0;
 }
 
-// Deliver the rewritten packet. On the interfaces the offload runs on, the new destination
-// is local (loopback, or the host's own addresses), so the stack takes it from here.
-static __always_inline int deliver(struct __sk_buff *skb)
+// ----- forwarding between interfaces -----------------------------------------------------
+//
+// On `lo` the rewritten packet's destination is local and the stack takes it (TC_ACT_OK).
+// On any other interface the new source is one of our addresses, so the stack would drop
+// the packet as a martian if it were handed up for forwarding: instead the route to the new
+// destination is looked up (bpf_fib_lookup, as the ingress interface would forward it) before
+// the packet is touched, and the rewritten packet leaves through the egress interface with
+// bpf_redirect_neigh (the kernel fills in the MAC addresses, resolving the neighbour if it
+// has to). When there is no such route (unreachable, forwarding disabled on the interface),
+// the destination is local, or the packet would exceed the egress MTU, the original packet
+// goes up untouched and user space relays it.
+
+#define LOOPBACK_IFINDEX 1
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+// Where a rewritten packet goes: ifindex 0 is "up the stack" (lo), else out of ifindex.
+struct fwd {
+    __u32 ifindex;
+    struct bpf_redir_neigh nh;
+};
+
+// Decide where the packet rewritten to `np` (ports `sport` -> `dport`) goes. Returns 0, or
+// 1 + the fallback reason when it must go up untouched.
+static __always_inline int route(struct __sk_buff *skb, struct pkt *p, struct pseudo *np,
+                                 __be16 sport, __be16 dport, struct fwd *f)
 {
-    (void)skb;
-    return TC_ACT_OK;
+    f->ifindex = 0;
+    if (skb->ifindex == LOOPBACK_IFINDEX)
+        return 0;
+    struct bpf_fib_lookup fl = {0};
+    fl.l4_protocol = IPPROTO_UDP;
+    fl.sport = sport;
+    fl.dport = dport;
+    fl.ifindex = skb->ifindex;
+    __u16 udp_len = bpf_ntohs(np->len);
+    if (p->v6) {
+        fl.family = AF_INET6;
+        fl.tot_len = udp_len + sizeof(struct ipv6hdr);
+        __builtin_memcpy(fl.ipv6_src, np->saddr, 16);
+        __builtin_memcpy(fl.ipv6_dst, np->daddr, 16);
+    } else {
+        fl.family = AF_INET;
+        fl.tot_len = udp_len + sizeof(struct iphdr);
+        __builtin_memcpy(&fl.ipv4_src, np->saddr + 12, 4);
+        __builtin_memcpy(&fl.ipv4_dst, np->daddr + 12, 4);
+    }
+    long r = bpf_fib_lookup(skb, &fl, sizeof(fl), 0);
+    if (r == BPF_FIB_LKUP_RET_NOT_FWDED)
+        return 1 + FB_LOCAL;
+    if (r == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return 1 + FB_TOO_BIG;
+    if (r != BPF_FIB_LKUP_RET_SUCCESS && r != BPF_FIB_LKUP_RET_NO_NEIGH)
+        return 1 + FB_NO_ROUTE;
+    // The lookup left the next hop (the gateway, or the destination on link) in *_dst.
+    f->ifindex = fl.ifindex;
+    f->nh.nh_family = fl.family;
+    if (fl.family == AF_INET6)
+        __builtin_memcpy(f->nh.ipv6_nh, fl.ipv6_dst, 16);
+    else
+        f->nh.ipv4_nh = fl.ipv4_dst;
+    return 0;
+}
+
+// Deliver the rewritten packet where `route` said.
+static __always_inline int deliver(struct __sk_buff *skb, struct fwd *f)
+{
+    if (!f->ifindex)
+        return TC_ACT_OK;
+    return bpf_redirect_neigh(f->ifindex, &f->nh, sizeof(f->nh), 0);
 }
 
 // client -> listener ChannelData ==> relay -> peer.
@@ -451,6 +520,12 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
     np.len = bpf_htons(p->udp_len - CHANNEL_HEADER);
     struct l4words ol = {p->sport, p->dport, op.len, 0, ch[0], ch[1]};
     struct l4words nl = {v->relay_port, v->peer_port, np.len, 0, 0, 0};
+    struct fwd f;
+    int unroutable = route(skb, p, &np, nl.sport, nl.dport, &f);
+    if (unroutable) {
+        fallback(unroutable - 1);
+        return TC_ACT_OK; // nothing changed yet
+    }
     if (bpf_skb_adjust_room(skb, -CHANNEL_HEADER, BPF_ADJ_ROOM_NET, 0) < 0) {
         fallback(FB_ERROR);
         return TC_ACT_OK; // nothing changed yet
@@ -461,7 +536,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
     }
     __sync_fetch_and_add(&v->packets, 1);
     __sync_fetch_and_add(&v->bytes, data_len);
-    return deliver(skb);
+    return deliver(skb, &f);
 }
 
 // peer -> relay ==> listener -> client ChannelData.
@@ -497,6 +572,12 @@ static __always_inline int to_client(struct __sk_buff *skb, struct pkt *p)
     struct l4words ol = {p->sport, p->dport, op.len, 0, 0, 0};
     struct l4words nl = {v->listener_port, v->client_port, np.len, 0, v->channel,
                          bpf_htons(data_len)};
+    struct fwd f;
+    int unroutable = route(skb, p, &np, nl.sport, nl.dport, &f);
+    if (unroutable) {
+        fallback(unroutable - 1);
+        return TC_ACT_OK; // nothing changed yet
+    }
     if (bpf_skb_adjust_room(skb, CHANNEL_HEADER, BPF_ADJ_ROOM_NET, 0) < 0) {
         fallback(FB_ERROR);
         return TC_ACT_OK;
@@ -507,7 +588,7 @@ static __always_inline int to_client(struct __sk_buff *skb, struct pkt *p)
     }
     __sync_fetch_and_add(&v->packets, 1);
     __sync_fetch_and_add(&v->bytes, data_len);
-    return deliver(skb);
+    return deliver(skb, &f);
 }
 
 SEC("classifier")

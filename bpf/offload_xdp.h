@@ -18,13 +18,11 @@
 // pseudo-header sum in its checksum field (CHECKSUM_PARTIAL) and, once its headers moved, the
 // receiving stack verifies it in full. The IPv4 header checksum is computed afresh.
 //
-// Delivery: a new destination that is local goes up the stack (XDP_PASS); one the kernel's
-// FIB forwards to a resolved neighbour leaves by XDP_REDIRECT to the egress interface with
-// the neighbour's MAC addresses; anything else (no route, unresolved neighbour, too big for
-// the egress MTU) is passed up as it came and counted as `no_route` / `too_big`.
-
-#define XDP_AF_INET 2
-#define XDP_AF_INET6 10
+// Delivery follows the TC program's route(): on `lo` up the stack (XDP_PASS); elsewhere, when
+// the kernel's FIB forwards the new destination to a resolved neighbour, XDP_REDIRECT out of
+// the egress interface with the neighbour's MAC addresses; anything else (local destination,
+// no route, unresolved neighbour, too big for the egress MTU) is passed up as it came and
+// counted as `local_destination` / `no_route` / `too_big`.
 
 #define XHDR4 (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
 #define XHDR6 (sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct udphdr))
@@ -213,20 +211,30 @@ static __always_inline int udp_csum(__u8 *src, __u8 *dst, __u8 v6, struct udphdr
     return 0;
 }
 
-// Where a rewritten packet to `dst` goes: XDP_PASS (local), XDP_REDIRECT (`fib` holds the
-// egress interface and MAC addresses), or -1 - fallback reason (pass the original up).
+// Where a rewritten packet to `dst` goes, decided as the TC program's route() does: on
+// `lo` up the stack (XDP_PASS: the destination is local); elsewhere XDP_REDIRECT out of the
+// interface the kernel's FIB forwards it to (`fib` holds it and the MAC addresses), or
+// -1 - fallback reason when the original must go up: a local destination (handed up with
+// one of our addresses as its source, the stack would drop it as a martian), no route or
+// forwarding disabled, a neighbour not resolved yet (XDP cannot resolve it; user space's
+// next send does), or too big for the egress MTU.
 static __always_inline int xdp_route(struct xdp_md *ctx, struct pkt *p, __u8 *src, __u8 *dst,
-                                     __u16 ip_len, struct bpf_fib_lookup *fib)
+                                     __be16 sport, __be16 dport, __u16 ip_len,
+                                     struct bpf_fib_lookup *fib)
 {
+    if (ctx->ingress_ifindex == LOOPBACK_IFINDEX)
+        return XDP_PASS;
     fib->ifindex = ctx->ingress_ifindex;
     fib->l4_protocol = IPPROTO_UDP;
+    fib->sport = sport;
+    fib->dport = dport;
     fib->tot_len = ip_len;
     if (p->v6) {
-        fib->family = XDP_AF_INET6;
+        fib->family = AF_INET6;
         __builtin_memcpy(fib->ipv6_src, src, 16);
         __builtin_memcpy(fib->ipv6_dst, dst, 16);
     } else {
-        fib->family = XDP_AF_INET;
+        fib->family = AF_INET;
         __builtin_memcpy(&fib->ipv4_src, src + 12, 4);
         __builtin_memcpy(&fib->ipv4_dst, dst + 12, 4);
     }
@@ -234,22 +242,9 @@ static __always_inline int xdp_route(struct xdp_md *ctx, struct pkt *p, __u8 *sr
     if (rc == BPF_FIB_LKUP_RET_SUCCESS)
         return XDP_REDIRECT;
     if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
-        return XDP_PASS; // a local address: the stack delivers it
+        return -1 - FB_LOCAL;
     if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
         return -1 - FB_TOO_BIG;
-    if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
-        // The interface does not forward, so the lookup says nothing about the route. The
-        // addresses known to be this host's are loopback and the one the packet came to.
-        __u64 d[2], o[2];
-        __builtin_memcpy(d, dst, 16);
-        __builtin_memcpy(o, p->daddr, 16);
-        if (!p->v6 && dst[12] == 127)
-            return XDP_PASS;
-        if (p->v6 && d[0] == 0 && d[1] == bpf_cpu_to_be64(1))
-            return XDP_PASS;
-        if (d[0] == o[0] && d[1] == o[1])
-            return XDP_PASS;
-    }
     return -1 - FB_NO_ROUTE;
 }
 
@@ -364,7 +359,8 @@ static __always_inline int xdp_to_peer(struct xdp_md *ctx, struct pkt *p, struct
     __u16 udp_len = p->udp_len - CHANNEL_HEADER;
     __u16 ip_len = udp_len + (p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
     struct bpf_fib_lookup fib = {0};
-    int verdict = xdp_route(ctx, p, v->relay_ip, v->peer_ip, ip_len, &fib);
+    int verdict = xdp_route(ctx, p, v->relay_ip, v->peer_ip, v->relay_port, v->peer_port,
+                            ip_len, &fib);
     if (verdict < 0) {
         fallback(-1 - verdict);
         return XDP_PASS;
@@ -407,7 +403,8 @@ static __always_inline int xdp_to_client(struct xdp_md *ctx, struct pkt *p, stru
     __u16 udp_len = p->udp_len + CHANNEL_HEADER;
     __u16 ip_len = udp_len + (p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
     struct bpf_fib_lookup fib = {0};
-    int verdict = xdp_route(ctx, p, v->listener_ip, v->client_ip, ip_len, &fib);
+    int verdict = xdp_route(ctx, p, v->listener_ip, v->client_ip, v->listener_port,
+                            v->client_port, ip_len, &fib);
     if (verdict < 0) {
         fallback(-1 - verdict);
         return XDP_PASS;

@@ -36,6 +36,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)
 # strace: tests/ops_reload.rs counts the file-system calls of idle watchers with it.
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+# ethtool: tests/it/offload_veth.rs turns transmit checksum offload off on its veths, so the
+# receiving stacks verify the checksums the kernel offload rewrote.
+command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 # scripts/dockerfile-build-steps.sh: `file` checks the static binary, binutils' `strip`
 # strips it; scripts/readme-first-command.sh clones the repository with git.
 command -v file >/dev/null 2>&1 || need_apt+=(file)

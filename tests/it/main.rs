@@ -39,6 +39,7 @@ mod k8s_scenarios_service;
 mod k8s_seed_gateway;
 mod k8s_seed_routes;
 mod offload;
+mod offload_veth;
 mod ops_admin;
 mod ops_cds;
 mod ops_file;

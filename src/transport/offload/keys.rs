@@ -23,11 +23,15 @@ pub enum Fallback {
     TooBig = 5,
     NoEntry = 6,
     Error = 7,
+    /// Off `lo`: no route to the rewritten packet's destination (unreachable, blackhole,
+    /// forwarding disabled on the interface).
     NoRoute = 8,
+    /// Off `lo`: the rewritten packet's destination is local (user space relays it).
+    Local = 9,
 }
 
 impl Fallback {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [Fallback; Self::COUNT] = [
         Fallback::NotChannelData,
         Fallback::Gso,
@@ -38,6 +42,7 @@ impl Fallback {
         Fallback::NoEntry,
         Fallback::Error,
         Fallback::NoRoute,
+        Fallback::Local,
     ];
 
     /// The `reason` label of `stunnerd_offload_fallbacks_total`.
@@ -52,6 +57,7 @@ impl Fallback {
             Fallback::NoEntry => "no_entry",
             Fallback::Error => "error",
             Fallback::NoRoute => "no_route",
+            Fallback::Local => "local_destination",
         }
     }
 }
