@@ -5,8 +5,8 @@
 //! without clang has none ([`available`] says why), and then `Auto` relays in user space
 //! and `TC`/`XDP` refuse the config. `Auto` tries XDP first and TC second
 //! ([`Engine::choices`]). TC attaches as a tcx link where the kernel has them (Linux 6.6 and
-//! later), XDP as an XDP bpf_link (Linux 5.9 and later; native mode where the driver has
-//! it, generic otherwise): a link belongs to this process, so nothing is relayed in the
+//! later), XDP as an XDP bpf_link in generic mode (Linux 5.9 and later; see `load.rs` for
+//! why not native): a link belongs to this process, so nothing is relayed in the
 //! kernel after it ends, however it ends. Older kernels get a clsact filter for TC, whose
 //! stale copies from an earlier run are removed first.
 //!
