@@ -530,3 +530,52 @@ fn tc_without_kernel_support_refuses_the_config_and_auto_falls_back() {
         },
     );
 }
+
+#[test]
+fn xdp_that_cannot_attach_refuses_the_config_and_auto_falls_back_through_tc() {
+    in_netns(
+        module_path!(),
+        "xdp_that_cannot_attach_refuses_the_config_and_auto_falls_back_through_tc",
+        || {
+            if !bpf_built() {
+                return;
+            }
+            let on = |engine: &str| {
+                let mut c: serde_json::Value =
+                    serde_json::from_str(&config(engine, &["127.0.0.1/32"])).expect("json");
+                c["admin"]["offload_interfaces"] = json!(["nosuch0"]);
+                write_config(&c.to_string())
+            };
+            // XDP where it cannot attach: refused, naming the field.
+            let conf = on("XDP");
+            let mut c = Command::new(stunnerd_bin());
+            c.arg("-c").arg(format!("file://{}", conf.display()));
+            let out = run_with_timeout(c, Duration::from_secs(10));
+            assert_ne!(out.code(), Some(0), "{}", out.combined());
+            assert!(
+                out.combined()
+                    .contains("admin.offload_engine: XDP offload unavailable"),
+                "{}",
+                out.combined()
+            );
+            // Auto: XDP fails, then TC, then user space, one line each.
+            let conf = on("Auto");
+            let p = start(&conf);
+            let status = status_json(HEALTH).expect("status");
+            assert_eq!(status["admin"]["offload"], "None[nosuch0]", "{status}");
+            let log = p.log();
+            assert_eq!(
+                log.matches("offload: Auto: XDP unavailable").count(),
+                1,
+                "{log}"
+            );
+            assert!(log.contains("trying TC"), "{log}");
+            assert_eq!(
+                log.matches("offload: Auto: kernel offload unavailable")
+                    .count(),
+                1,
+                "{log}"
+            );
+        },
+    );
+}
