@@ -96,7 +96,7 @@ admin: {offload_engine: xdp, offload_interfaces: [eth1, eth0], user_quota: -5}
 auth: {type: longterm, credentials: {secret: s}}
 listeners:
   - {name: a, protocol: turn-tcp, routes: [z, a, m]}
-  - {name: b, protocol: dtls, cert: c, key: k}
+  - {name: b, protocol: dtls, port: 3479, cert: c, key: k}
   - {name: c, protocol: Udp, address: localhost}
 clusters:
   - {name: z, type: strict_dns, protocol: tcp, endpoints: [b.example, a.example]}

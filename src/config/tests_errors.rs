@@ -159,10 +159,45 @@ fn listener_errors() {
     );
     assert_eq!(
         error(&with_listener(
-            "{name: l, address: 10.0.0.1}, {name: l, address: 10.0.0.2}"
+            "{name: l, address: 10.0.0.1}, {name: l, address: 10.0.0.2, port: 3479}"
         )),
         r#"listeners[1].name: duplicate listener name "l" (also listeners[0])"#
     );
+}
+
+/// Two listeners of one transport on one port would share one SO_REUSEPORT group (upstream's
+/// quirk: clients land on either at random); only distinct loopback addresses, each bound
+/// alone, may share a port.
+#[test]
+fn listeners_sharing_a_port() {
+    assert_eq!(
+        error(&with_listener(
+            "{name: a, address: 10.0.0.1, port: 3478}, {name: b, address: 'fd00::1', port: 3478}"
+        )),
+        r#"listeners[1].port: UDP port 3478 already used by listener "a" (listeners[0])"#
+    );
+    assert_eq!(
+        error(&with_listener(
+            "{name: a, address: 10.0.0.1, protocol: TURN-TCP, port: 443}, \
+             {name: b, address: 10.0.0.1, protocol: TURN-TLS, port: 443, cert: c, key: k}"
+        )),
+        r#"listeners[1].port: TCP port 443 already used by listener "a" (listeners[0])"#
+    );
+    assert_eq!(
+        error(&with_listener(
+            "{name: a, address: 127.0.0.1, protocol: TURN-DTLS, port: 3478, cert: c, key: k}, \
+             {name: b, address: 127.0.0.1, port: 3478}"
+        )),
+        r#"listeners[1].port: UDP port 3478 already used by listener "a" (listeners[0])"#
+    );
+    // UDP and TCP on one port, and two loopback addresses on one port, are fine.
+    for ok in [
+        "{name: a, address: 10.0.0.1, port: 3478}, {name: b, address: 10.0.0.1, protocol: TURN-TCP, port: 3478}",
+        "{name: a, address: 127.0.0.1, port: 3478}, {name: b, address: 127.0.0.2, port: 3478}",
+    ] {
+        let parsed = parse_config(&with_listener(ok), &env_of(&[]));
+        assert!(parsed.is_ok(), "{ok}: {:?}", parsed.err());
+    }
 }
 
 #[test]

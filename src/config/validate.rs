@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use super::parse_endpoint;
 use super::types::{normalize_offload_engine, parse_listener_address};
 use super::{
-    API_VERSION, AuthConfig, AuthType, ClusterType, ConfigError, FieldError, StunnerConfig,
+    API_VERSION, AuthConfig, AuthType, ClusterType, ConfigError, FieldError, ListenerConfig,
+    ListenerProtocol, StunnerConfig,
 };
 
 /// Check a typed config. Does not normalise; see [`StunnerConfig::normalize`].
@@ -104,6 +105,19 @@ pub(super) fn validate_with(config: &StunnerConfig, check_tls: bool) -> Result<(
         }
         if l.port == 0 {
             err(path("port"), "invalid port: 0".into());
+        } else if let Some(j) = port_clash(&config.listeners[..i], l) {
+            // Upstream binds both into one SO_REUSEPORT group and the kernel spreads
+            // clients between them at random; only distinct loopback addresses (bound
+            // alone) can share a port.
+            err(
+                path("port"),
+                format!(
+                    "{} port {} already used by listener {:?} (listeners[{j}])",
+                    if is_tcp(l.protocol) { "TCP" } else { "UDP" },
+                    l.port,
+                    config.listeners[j].name
+                ),
+            );
         }
         // Upstream only finds a bad address when the listener starts; we reject it up
         // front. Empty means the default 0.0.0.0.
@@ -302,4 +316,25 @@ fn check_url(s: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// TURN-TCP and TURN-TLS listen on TCP ports; TURN-UDP and TURN-DTLS on UDP ports.
+fn is_tcp(p: ListenerProtocol) -> bool {
+    matches!(p, ListenerProtocol::TurnTcp | ListenerProtocol::TurnTls)
+}
+
+/// The index of an earlier listener that would bind the same port of the same transport as
+/// `l`. A loopback listener binds its address only (`Listener::bind_ip`), so two loopback
+/// listeners on different addresses do not clash; every other listener binds the wildcard.
+fn port_clash(earlier: &[ListenerConfig], l: &ListenerConfig) -> Option<usize> {
+    let bound =
+        |c: &ListenerConfig| parse_listener_address(&c.address).filter(|ip| ip.is_loopback());
+    earlier.iter().position(|o| {
+        o.port == l.port
+            && is_tcp(o.protocol) == is_tcp(l.protocol)
+            && match (bound(o), bound(l)) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    })
 }

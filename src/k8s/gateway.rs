@@ -125,10 +125,34 @@ impl Renderer<'_, '_> {
             Ok(a) => a,
             Err(e) => return fail(self, e),
         };
-        let mut listeners = Vec::new();
+        let mut listeners: Vec<ListenerConfig> = Vec::new();
         let mut parts = Vec::new();
         for gw in gws {
-            let part = self.render_gateway(ctx.gc, gw);
+            let mut part = self.render_gateway(ctx.gc, gw);
+            // One stunnerd runs every Gateway of the class: a listener whose transport port
+            // an earlier Gateway's listener holds would share its socket group, and the kernel
+            // would hand each client to either at random (upstream's quirk). The first keeps
+            // the port; the later one is left out and said so.
+            part.listeners.retain(|l| {
+                let slot = (service_protocol(l.protocol), l.port);
+                let Some(first) = listeners
+                    .iter()
+                    .find(|o| (service_protocol(o.protocol), o.port) == slot)
+                else {
+                    return true;
+                };
+                self.out.findings.push(Finding::new(
+                    Severity::Note,
+                    &format!("Gateway {}", gw.metadata.key()),
+                    "spec.listeners",
+                    format!(
+                        "listener {} not rendered: {} port {} is already used by listener {} \
+                         (legacy mode runs every Gateway of the class in one stunnerd)",
+                        l.name, slot.0, slot.1, first.name
+                    ),
+                ));
+                false
+            });
             listeners.extend(part.listeners.iter().cloned());
             parts.push((gw, part));
         }

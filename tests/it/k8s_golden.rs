@@ -371,7 +371,31 @@ fn cli_legacy_mode() {
     let configs = v["configs"].as_array().expect("configs");
     assert_eq!(configs.len(), 1, "one config per GatewayConfig");
     assert_eq!(configs[0]["admin"]["name"], "stunner-daemon");
-    assert_eq!(configs[0]["listeners"].as_array().expect("l").len(), 5);
+    // Three of the five Gateway listeners: two more want UDP port 3478, which the first
+    // Gateway's listener holds in the one stunnerd of legacy mode (said on stderr).
+    let names: Vec<&str> = configs[0]["listeners"]
+        .as_array()
+        .expect("l")
+        .iter()
+        .map(|l| l["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "default/mixed-protocol-gateway/udp-listener",
+            "default/mixed-protocol-gateway/tcp-listener",
+            "stunner/complex-gateway/tls-listener"
+        ]
+    );
+    for gw in ["stunner/complex-gateway", "stunner/udp-gateway"] {
+        assert!(
+            stderr.contains(&format!(
+                "listener {gw}/udp-listener not rendered: UDP port 3478 is already used by \
+                 listener default/mixed-protocol-gateway/udp-listener"
+            )),
+            "{stderr}"
+        );
+    }
     assert_eq!(v["deployments"].as_array().expect("d").len(), 0);
 }
 
