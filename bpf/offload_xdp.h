@@ -256,7 +256,8 @@ static __always_inline int xdp_emit(struct xdp_md *ctx, struct xhdr *h, int v6, 
         return -1;
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
-    __u32 hl = v6 ? XHDR6 : XHDR4;
+    // The frame has at least the headers (and the ChannelData header when growing); the
+    // per-family checks below are what the verifier follows.
     if (data + (v6 ? XHDR6 : XHDR4) + (with_ch ? CHANNEL_HEADER : 0) > end)
         return -1;
     struct ethhdr *eth = data;
@@ -280,7 +281,6 @@ static __always_inline int xdp_emit(struct xdp_md *ctx, struct xhdr *h, int v6, 
         else
             return -1;
     }
-    (void)hl;
     if (verdict == XDP_REDIRECT) {
         __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
         __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
