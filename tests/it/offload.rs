@@ -499,8 +499,8 @@ fn tc_without_kernel_support_refuses_the_config_and_auto_falls_back() {
                 .expect("bind");
             assert!(channel_roundtrip(&client, 0x4000, &peer, b"auto"));
             if cfg!(stunnerd_bpf) {
-                // Auto prefers XDP, which attaches to lo (generic mode).
-                assert_eq!(engine, "XDP[all]");
+                // Auto prefers TC (correct checksum bookkeeping on every interface).
+                assert_eq!(engine, "TC[all]");
                 assert!(
                     wait_for(Duration::from_secs(3), || {
                         channel_roundtrip(&client, 0x4000, &peer, b"auto")
@@ -558,18 +558,18 @@ fn xdp_that_cannot_attach_refuses_the_config_and_auto_falls_back_through_tc() {
                 "{}",
                 out.combined()
             );
-            // Auto: XDP fails, then TC, then user space, one line each.
+            // Auto: TC fails, then XDP, then user space, one line each.
             let conf = on("Auto");
             let p = start(&conf);
             let status = status_json(HEALTH).expect("status");
             assert_eq!(status["admin"]["offload"], "None[nosuch0]", "{status}");
             let log = p.log();
             assert_eq!(
-                log.matches("offload: Auto: XDP unavailable").count(),
+                log.matches("offload: Auto: TC unavailable").count(),
                 1,
                 "{log}"
             );
-            assert!(log.contains("trying TC"), "{log}");
+            assert!(log.contains("trying XDP"), "{log}");
             assert_eq!(
                 log.matches("offload: Auto: kernel offload unavailable")
                     .count(),

@@ -14,8 +14,17 @@ pub struct Netns(pub String);
 
 impl Netns {
     pub fn create(test: &str) -> Netns {
-        let name = format!("stunnerd-{}-{test}", std::process::id());
-        let name: String = name.chars().take(40).collect();
+        // At most 40 characters; a long test name keeps its head and gets a hash of the
+        // whole, so two tests whose names share the first 40 characters never collide.
+        let full = format!("stunnerd-{}-{test}", std::process::id());
+        let name = if full.len() <= 40 {
+            full
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&full, &mut h);
+            let head: String = full.chars().take(31).collect();
+            format!("{head}-{:08x}", std::hash::Hasher::finish(&h) as u32)
+        };
         let run = |args: &[&str]| {
             let st = Command::new("ip").args(args).status().expect("run ip");
             assert!(st.success(), "ip {args:?} failed (root needed)");
