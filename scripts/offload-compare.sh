@@ -31,6 +31,7 @@
 #                           client here talks to the one turnutils_peer.
 #            ours           stunnerd -u 1, bench/stunnerd-loopback.yaml (offload None)
 #            ours-tc        the same with admin.offload_engine TC on lo
+#            ours-xdp       the same with admin.offload_engine XDP on lo (generic mode)
 #   --client runs every server with this turnutils_uclient (a wrapper that adds ARGS goes
 #   first in PATH), e.g. coturn master's own client, "PATH/turnutils_uclient --no-even-port".
 #   Servers run in the given order in odd rounds and reversed in even rounds. Medians
@@ -64,7 +65,7 @@ for s in $SERVERS; do
   case "$s" in
     coturn) command -v turnserver >/dev/null || { echo "offload-compare: turnserver missing (scripts/setup.sh)" >&2; exit 2; };;
     coturn-master) [ -x "$MASTER" ] || { echo "offload-compare: coturn-master needs --coturn-master PATH" >&2; exit 2; };;
-    ours|ours-tc) [ -x "$STUNNERD" ] || { echo "offload-compare: build first: cargo build --release" >&2; exit 2; };;
+    ours|ours-tc|ours-xdp) [ -x "$STUNNERD" ] || { echo "offload-compare: build first: cargo build --release" >&2; exit 2; };;
     *) echo "offload-compare: unknown server $s" >&2; exit 2;;
   esac
 done
@@ -82,6 +83,7 @@ fi
 sed -e 's/^  healthcheck_endpoint: ""$/  healthcheck_endpoint: ""\n  offload_engine: TC\n  offload_interfaces: [lo]/' \
   "$ROOT/bench/stunnerd-loopback.yaml" > "$LOGDIR/stunnerd-offload.yaml"
 grep -q 'offload_engine: TC' "$LOGDIR/stunnerd-offload.yaml" || { echo "offload-compare: could not derive the offload config" >&2; exit 2; }
+sed -e 's/offload_engine: TC/offload_engine: XDP/' "$LOGDIR/stunnerd-offload.yaml" > "$LOGDIR/stunnerd-offload-xdp.yaml"
 
 server_args() {   # $1 = server name: prints turn-bench.sh arguments
   case "$1" in
@@ -90,6 +92,7 @@ server_args() {   # $1 = server name: prints turn-bench.sh arguments
       "$MASTER -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 -p 3478 --min-port=50000 --max-port=50999 --allow-loopback-peers --no-cli --lt-cred-mech --user=user:pass --realm=stunner.l7mp.io --no-dtls --no-tls --no-stdout-log --log-file=$LOGDIR/coturn-master.log --simple-log --udp-recvmmsg";;
     ours) printf '%s\n' --label ours --server cmd --cmd "$STUNNERD -u 1 -c file://$ROOT/bench/stunnerd-loopback.yaml";;
     ours-tc) printf '%s\n' --label ours-tc --server cmd --cmd "$STUNNERD -u 1 -c file://$LOGDIR/stunnerd-offload.yaml";;
+    ours-xdp) printf '%s\n' --label ours-xdp --server cmd --cmd "$STUNNERD -u 1 -c file://$LOGDIR/stunnerd-offload-xdp.yaml";;
   esac
 }
 
