@@ -234,7 +234,14 @@ fn large_datagrams_are_relayed_on_every_transport() {
         (s.tls, &["-t", "-S", "-c"][..], 16_000),
         (s.dtls, &["-S", "-c"][..], 16_000),
     ] {
-        let r = uclient(port, false, flags, size);
+        let mut r = uclient(port, false, flags, size);
+        if r.sent == 0 && r.output.contains("tls_connect: cannot connect") {
+            // uclient 4.6.1 gives a (D)TLS handshake a fixed wait; with the whole suite
+            // running on two cores that wait passed once (no session was ever created, so
+            // nothing reached the relay). One more run; a second failure fails the test.
+            eprintln!("uclient {flags:?}: handshake gave up, running it once more");
+            r = uclient(port, false, flags, size);
+        }
         check(&r, &mut s);
     }
 }
