@@ -321,53 +321,8 @@ fn a_reload_that_removes_the_route_stops_kernel_relaying() {
     in_netns(
         module_path!(),
         "a_reload_that_removes_the_route_stops_kernel_relaying",
-        || {
-            if !bpf_built() {
-                return;
-            }
-            let conf = write_config(&config("TC", &["127.0.0.1/32"]));
-            let _p = start(&conf);
-            let r = relayed();
-            let t0 = Instant::now();
-            write_atomic(&conf, &config("TC", &["192.0.2.0/24"]));
-            assert!(wait_generation(METRICS, 2, Duration::from_secs(5)));
-            assert_stops(&r, t0, "reload");
-            assert!(wait_for(Duration::from_secs(2), || scrape(
-                METRICS,
-                "stunnerd_offload_entries"
-            ) == Some(0.0)));
-        },
+        || reload_stops("TC"),
     );
-}
-
-#[test]
-fn refresh_zero_stops_kernel_relaying() {
-    in_netns(module_path!(), "refresh_zero_stops_kernel_relaying", || {
-        if !bpf_built() {
-            return;
-        }
-        let conf = write_config(&config("TC", &["127.0.0.1/32"]));
-        let _p = start(&conf);
-        let mut r = relayed();
-        let t0 = Instant::now();
-        r.client.refresh(0).expect("refresh 0");
-        assert_stops(&r, t0, "Refresh(0)");
-    });
-}
-
-#[test]
-fn refresh_zero_stops_xdp_relaying() {
-    in_netns(module_path!(), "refresh_zero_stops_xdp_relaying", || {
-        if !bpf_built() {
-            return;
-        }
-        let conf = write_config(&config("XDP", &["127.0.0.1/32"]));
-        let _p = start(&conf);
-        let mut r = relayed();
-        let t0 = Instant::now();
-        r.client.refresh(0).expect("refresh 0");
-        assert_stops(&r, t0, "XDP: Refresh(0)");
-    });
 }
 
 #[test]
@@ -375,19 +330,53 @@ fn a_reload_that_removes_the_route_stops_xdp_relaying() {
     in_netns(
         module_path!(),
         "a_reload_that_removes_the_route_stops_xdp_relaying",
-        || {
-            if !bpf_built() {
-                return;
-            }
-            let conf = write_config(&config("XDP", &["127.0.0.1/32"]));
-            let _p = start(&conf);
-            let r = relayed();
-            let t0 = Instant::now();
-            write_atomic(&conf, &config("XDP", &["192.0.2.0/24"]));
-            assert!(wait_generation(METRICS, 2, Duration::from_secs(5)));
-            assert_stops(&r, t0, "XDP: reload");
-        },
+        || reload_stops("XDP"),
     );
+}
+
+#[test]
+fn refresh_zero_stops_kernel_relaying() {
+    in_netns(module_path!(), "refresh_zero_stops_kernel_relaying", || {
+        refresh_zero_stops("TC")
+    });
+}
+
+#[test]
+fn refresh_zero_stops_xdp_relaying() {
+    in_netns(module_path!(), "refresh_zero_stops_xdp_relaying", || {
+        refresh_zero_stops("XDP")
+    });
+}
+
+/// A reload whose routes no longer admit the peer stops `engine`'s relaying within 1 s.
+fn reload_stops(engine: &str) {
+    if !bpf_built() {
+        return;
+    }
+    let conf = write_config(&config(engine, &["127.0.0.1/32"]));
+    let _p = start(&conf);
+    let r = relayed();
+    let t0 = Instant::now();
+    write_atomic(&conf, &config(engine, &["192.0.2.0/24"]));
+    assert!(wait_generation(METRICS, 2, Duration::from_secs(5)));
+    assert_stops(&r, t0, &format!("{engine}: reload"));
+    assert!(wait_for(Duration::from_secs(2), || scrape(
+        METRICS,
+        "stunnerd_offload_entries"
+    ) == Some(0.0)));
+}
+
+/// Refresh(0) stops `engine`'s relaying within 1 s.
+fn refresh_zero_stops(engine: &str) {
+    if !bpf_built() {
+        return;
+    }
+    let conf = write_config(&config(engine, &["127.0.0.1/32"]));
+    let _p = start(&conf);
+    let mut r = relayed();
+    let t0 = Instant::now();
+    r.client.refresh(0).expect("refresh 0");
+    assert_stops(&r, t0, &format!("{engine}: Refresh(0)"));
 }
 
 #[test]
